@@ -1,0 +1,3 @@
+from infomin_det.cli import main
+
+raise SystemExit(main())
