@@ -1,0 +1,16 @@
+"""Shared fixtures: a tiny generated COCO-format set (train and val splits), one thread per test."""
+
+import pytest
+import torch
+
+from infomin_det.data.tiny_coco import write_tiny_coco
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory):
+    """{"train": (json, image_dir), "val": (json, image_dir)} -- 8 + 4 images of 128 px."""
+    root = tmp_path_factory.mktemp("tiny_coco")
+    return {"train": write_tiny_coco(root, 8, 128, seed=0, name="train"),
+            "val": write_tiny_coco(root, 4, 128, seed=1, name="val")}
