@@ -1,0 +1,98 @@
+"""The paper's transfer protocols: ids, what each reproduces, and which config file to train with.
+
+A protocol id (``coco/R50-FPN-1x``) names a detector x backbone x schedule x dataset; each has three
+leaf configs in ``transfer_configs/`` -- one per weight family:
+
+    ssl         self-supervised / torchvision-style weights (RGB, ImageNet mean/std, stride in 3x3)
+    supervised  the caffe2 ImageNet weights of the paper's baselines (MSRA R-50/101, FAIR X-101/152)
+    random      random initialisation, same norms and schedule
+
+``panels`` are the ids of the paper's table panels in ``infomin_det/report/paper_tables.json``.
+No detectron2 import here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from infomin_det.errors import UserError
+from infomin_det.weights_meta import TORCHVISION, WeightsMeta
+from transfer_configs import ROOT as CONFIG_ROOT
+
+FAMILIES = ("ssl", "supervised", "random")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One protocol. meta_arch: mask_fpn | mask_c4 | cascade_fpn | faster_c4; dataset: coco | voc."""
+
+    id: str
+    meta_arch: str
+    dataset: str
+    arch: str
+    schedule: str
+    panels: tuple[str, ...]
+
+    @property
+    def has_masks(self) -> bool:
+        return self.meta_arch != "faster_c4"
+
+
+def _p(pid: str, meta: str, arch: str, sched: str, *panels: str) -> Protocol:
+    return Protocol(pid, meta, pid.split("/")[0], arch, sched, panels)
+
+
+PROTOCOLS: tuple[Protocol, ...] = (
+    _p("coco/R50-FPN-1x", "mask_fpn", "R-50", "1x", "T3a"),
+    _p("coco/R50-FPN-2x", "mask_fpn", "R-50", "2x", "T3b", "T6a"),
+    _p("coco/R50-FPN-6x", "mask_fpn", "R-50", "6x", "T6b"),
+    _p("coco/R50-C4-1x", "mask_c4", "R-50", "1x", "T5a"),
+    _p("coco/R50-C4-2x", "mask_c4", "R-50", "2x", "T5b"),
+    _p("coco/R101-C4-1x", "mask_c4", "R-101", "1x", "T7a"),
+    _p("coco/R101-C4-2x", "mask_c4", "R-101", "2x", "T7b"),
+    _p("coco/R101-FPN-1x", "mask_fpn", "R-101", "1x", "T8a"),
+    _p("coco/R101-FPN-2x", "mask_fpn", "R-101", "2x", "T8b"),
+    _p("coco/R101-FPN-6x", "mask_fpn", "R-101", "6x", "T8c"),
+    _p("coco/Cascade-R101-FPN-1x", "cascade_fpn", "R-101", "1x", "T9a"),
+    _p("coco/Cascade-R101-FPN-2x", "cascade_fpn", "R-101", "2x", "T9b"),
+    _p("coco/Cascade-R101-FPN-6x", "cascade_fpn", "R-101", "6x", "T9c"),
+    _p("coco/X101-FPN-1x", "mask_fpn", "X-101-32x8d", "1x", "T10a"),
+    _p("coco/X101-FPN-2x", "mask_fpn", "X-101-32x8d", "2x", "T10b"),
+    _p("coco/X152-FPN-1x", "mask_fpn", "X-152-32x8d", "1x", "T11a"),
+    _p("voc/R50-C4-24k", "faster_c4", "R-50", "24k", "T4"),
+)
+_BY_ID = {p.id: p for p in PROTOCOLS}
+
+
+def list_protocols() -> list[Protocol]:
+    return list(PROTOCOLS)
+
+
+def get_protocol(pid: str) -> Protocol:
+    try:
+        return _BY_ID[pid]
+    except KeyError:
+        raise UserError(f"unknown protocol {pid!r}",
+                        f"one of: {', '.join(_BY_ID)} (see `infomin-det protocols`)") from None
+
+
+def config_path(pid: str, family: str) -> Path:
+    """The leaf config of ``pid`` for ``family`` (``transfer_configs/<pid>.<family>.yaml``)."""
+    get_protocol(pid)
+    if family not in FAMILIES:
+        raise UserError(f"unknown weight family {family!r}", f"one of: {', '.join(FAMILIES)}")
+    return CONFIG_ROOT / f"{pid}.{family}.yaml"
+
+
+def family_for_weights(meta: WeightsMeta | None, weights: str) -> str:
+    """``random`` for no weights; ``ssl`` for torchvision-convention weights; ``supervised`` for caffe2.
+
+    Weights without metadata cannot be classified: the caller must refuse them or be told the family.
+    """
+    if weights in ("", "none"):
+        return "random"
+    if meta is None:
+        raise UserError(f"cannot tell the weight family of {weights!r}: it carries no infomin-det metadata",
+                        "convert it with `infomin-det convert`, or pass --family ssl|supervised")
+    return "ssl" if meta.convention == TORCHVISION else "supervised"
