@@ -1,0 +1,189 @@
+"""InfoMin augmentation throughput per CPU core: fast pipeline vs a plain torchvision composition
+of the same recipe vs JPEG decode alone, on real photos (500x375 JPEG q90), in one process.
+
+    .venv/bin/python benchmarks/bench_augment.py [--repeats 7] [--seconds 2] [--json]
+
+Real photos come from Debian wallpaper packages (``apt-get download`` + ``dpkg-deb -x``, no install),
+cached with the derived 500x375 q90 JPEGs under ``$XDG_CACHE_HOME/infomin-det/bench_augment``.
+The process is pinned to one core, torch uses one thread; methods are interleaved round-robin in
+every repeat so that machine load hits all of them alike. Reports medians over the repeats and the
+ratios to the torchvision baseline and to decode-only (medians of per-repeat paired ratios), and
+to the 45 samples/s PyContrast anchor (DESIGN.md §7, measured on the reference machine of this class).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+ANCHOR = 45.0  # PyContrast InfoMin two-view samples/s per core (41 with jigsaw), DESIGN.md §7
+PACKAGE = "mate-backgrounds"
+
+
+def cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "infomin-det" / "bench_augment"
+
+
+def source_photos(cache: Path) -> list[Path]:
+    """Real photos (JPEG) from a Debian wallpaper package, downloaded and unpacked once."""
+    root = cache / PACKAGE
+    if not root.exists():
+        for tool in ("apt-get", "dpkg-deb"):
+            if not shutil.which(tool):
+                sys.exit(f"error: {tool} not found\n  fix: run on Debian/Ubuntu, or put JPEG photos in {root}")
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True)
+            debs = list(Path(tmp).glob("*.deb"))
+            if r.returncode or not debs:
+                sys.exit(f"error: apt-get download {PACKAGE} failed: {r.stderr.strip()[-200:]}\n"
+                         f"  fix: run apt-get update, or put JPEG photos in {root}")
+            part = Path(tmp) / "x"
+            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(part)], check=True)
+            root.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(part), root)
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+
+
+def make_inputs(cache: Path, n: int) -> list[Path]:
+    """``n`` 500x375 JPEG q90 files made deterministically from the photos (centre crop to 4:3)."""
+    from PIL import Image
+
+    out = cache / "jpeg500x375q90"
+    files = [out / f"{i:03d}.jpg" for i in range(n)]
+    if all(f.exists() for f in files):
+        return files
+    photos = source_photos(cache)
+    if not photos:
+        sys.exit(f"error: no JPEG photos found in {cache}\n  fix: delete {cache} and rerun")
+    out.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(files):
+        src = Image.open(photos[i % len(photos)]).convert("RGB")
+        w, h = src.size
+        # a different 4:3 window per reuse k of the same photo: smaller by 15 % per reuse, moved
+        k = i // len(photos)
+        cw = int(min(w, h * 4 // 3) * (1 - 0.15 * (k % 4)))
+        ch = cw * 3 // 4
+        left = (w - cw) * ((k + 1) % 3) // 2 if k else (w - cw) // 2
+        top = (h - ch) * ((k // 3 + 1) % 3) // 2 if k else (h - ch) // 2
+        tmp = f.with_suffix(".tmp")
+        src.crop((left, top, left + cw, top + ch)).resize((500, 375), Image.Resampling.LANCZOS).save(
+            tmp, "JPEG", quality=90)
+        os.replace(tmp, f)
+    return files
+
+
+def methods(files: list[Path]) -> dict[str, Callable[[Path], object]]:
+    from PIL import Image
+
+    from pretrain.augment import AugmentConfig, InfoMinAugment, torchvision_jigsaw, torchvision_reference
+
+    rng = random.Random(0)
+    fast, fast_jig = InfoMinAugment(AugmentConfig()), InfoMinAugment(AugmentConfig(jigsaw=True))
+    ref, ref_jig = torchvision_reference(), torchvision_jigsaw()
+
+    def tv(path: Path):
+        img = Image.open(path).convert("RGB")
+        return ref(img), ref(img)
+
+    def tv_jig(path: Path):
+        img = Image.open(path).convert("RGB")
+        return ref(img), ref(img), ref_jig(img)
+
+    return {
+        "decode only (PIL)": lambda p: Image.open(p).convert("RGB"),
+        "torchvision 2 views": tv,
+        "torchvision 2 views + jigsaw": tv_jig,
+        "fast 2 views": lambda p: fast(str(p), rng),
+        "fast 2 views + jigsaw": lambda p: fast_jig(str(p), rng),
+    }
+
+
+def measure(fns: dict[str, Callable[[Path], object]], files: list[Path], repeats: int,
+            seconds: float) -> dict[str, list[float]]:
+    """samples/s per method per repeat; each repeat runs every method for ~``seconds``."""
+    from tqdm import tqdm
+
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up (file cache, lazy imports)
+        for f in files[:4]:
+            fn(f)
+    with tqdm(total=repeats * len(fns), desc="bench_augment", unit="run", file=sys.stderr) as bar:
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                n, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < seconds:
+                    fn(files[n % len(files)])
+                    n += 1
+                rates[name].append(n / (time.perf_counter() - t0))
+                bar.update(1)
+    return rates
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=7, help="repeats per method (median reported, >= 5)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="seconds per method per repeat")
+    ap.add_argument("--images", type=int, default=32, help="distinct input JPEGs")
+    ap.add_argument("--cache", type=Path, default=None, help=f"cache dir (default {cache_dir()})")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.repeats < 5:
+        sys.exit("error: --repeats must be >= 5\n  fix: medians need at least 5 runs")
+
+    import torch
+
+    torch.set_num_threads(1)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    files = make_inputs(args.cache or cache_dir(), args.images)
+    rates = measure(methods(files), files, args.repeats, args.seconds)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    base = {"fast 2 views": "torchvision 2 views", "fast 2 views + jigsaw": "torchvision 2 views + jigsaw"}
+    anchor = {"fast 2 views": ANCHOR, "fast 2 views + jigsaw": 41.0,
+              "torchvision 2 views": ANCHOR, "torchvision 2 views + jigsaw": 41.0}
+    decode_name = "decode only (PIL)"
+
+    def paired(a: str, b: str) -> float:
+        """Median over repeats of the ratio of two methods measured back to back (robust to load)."""
+        return statistics.median(x / y for x, y in zip(rates[a], rates[b]))
+
+    rows = []
+    for name, m in med.items():
+        rows.append({"method": name, "median_samples_per_s": round(m, 1),
+                     "min": round(min(rates[name]), 1), "max": round(max(rates[name]), 1),
+                     "x_torchvision": round(paired(name, base[name]), 2) if name in base else None,
+                     "x_anchor": round(m / anchor[name], 2) if name in anchor else None,
+                     "fraction_of_decode": round(paired(name, decode_name), 3)})
+    if args.json:
+        print(json.dumps({"repeats": args.repeats, "seconds": args.seconds, "images": len(files),
+                          "core": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                          "rows": rows}, indent=2))
+        return 0
+    print(f"InfoMin augmentation, 500x375 JPEG q90 from real photos ({len(files)} files), 224 px views, "
+          f"1 core, 1 thread; median of {args.repeats} x {args.seconds:g} s")
+    print(f"{'method':<30} {'samples/s':>9} {'(min..max)':>15} {'x torchvision':>13} {'x anchor':>9} {'/ decode':>8}")
+    for r in rows:
+        xt = f"{r['x_torchvision']:.2f}" if r["x_torchvision"] is not None else "-"
+        xa = f"{r['x_anchor']:.2f}" if r["x_anchor"] is not None else "-"
+        mm = f"({r['min']:.0f}..{r['max']:.0f})"
+        print(f"{r['method']:<30} {r['median_samples_per_s']:>9.1f} {mm:>15} {xt:>13} {xa:>9} "
+              f"{r['fraction_of_decode']:>8.3f}")
+    print("x torchvision, / decode: median over repeats of the ratio between runs made back to back; "
+          f"x anchor: against PyContrast's {ANCHOR:g} samples/s (41 with jigsaw; decode 856 img/s) on the "
+          "reference machine")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

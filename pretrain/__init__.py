@@ -1,0 +1,13 @@
+"""InfoMin pretraining: fast InfoMin augmentation, MoCo v2 with InfoMin heads, linear evaluation.
+
+Owns everything that produces a self-describing pretrain checkpoint (``"format":
+"infomin-det/pretrain"``) that ``infomin-det convert`` reads. Never imports detectron2.
+
+    pretrain.augment     the InfoMin recipe: fast uint8 pipeline + plain torchvision reference
+    pretrain.data        image folders (ImageNet layout or flat), corrupt files skipped and counted
+    pretrain.model       ResNet/ResNeXt backbones (torchvision key names), MoCo v2 + JigSaw heads
+    pretrain.checkpoint  the checkpoint format, atomic save, resume
+    pretrain.train       ``PretrainSpec`` and ``pretrain_worker`` (one process of a run)
+    pretrain.linear_eval frozen-backbone linear classifier, top-1 / top-5
+    pretrain.cli         ``infomin-det pretrain``
+"""

@@ -1,0 +1,91 @@
+"""The pretrain checkpoint format (self-describing), atomic saving, finding and validating for resume.
+
+A checkpoint is a dict readable with ``torch.load(weights_only=True)``::
+
+    {"format": "infomin-det/pretrain", "format_version": 1,
+     "arch": {depth, num_groups, width_per_group, stem_out_channels, res2_out_channels, name},
+     "backbone": query encoder state dict, torchvision key names (conv1.weight, layer1.0..., no fc),
+     "heads": {"head_q": ..., "head_k": ..., ["head_jig": ...]},
+     "state": {model (full MoCo incl. key encoder + queue), optimizer, scaler, epoch, step,
+               rng, config, skipped_images}}
+
+Files are ``checkpoint_<step:08d>.pth`` in the run's output dir; the newest complete one is the
+resume point (atomic writes: a file either exists whole or not at all).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from infomin_det.atomic import atomic_write
+from infomin_det.errors import UserError
+from infomin_det.weights_meta import ResNetArch
+
+FORMAT = "infomin-det/pretrain"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
+
+
+def arch_dict(arch: ResNetArch) -> dict[str, Any]:
+    return {**asdict(arch), "name": arch.name}
+
+
+def save(path: str | Path, arch: ResNetArch, backbone: dict[str, torch.Tensor],
+         heads: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Path:
+    """Write one checkpoint atomically; returns its path."""
+    path = Path(path)
+    ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch_dict(arch),
+            "backbone": {k: v.detach().cpu() for k, v in backbone.items()},
+            "heads": {n: {k: v.detach().cpu() for k, v in sd.items()} for n, sd in heads.items()},
+            "state": state}
+    with atomic_write(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def checkpoint_path(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / f"checkpoint_{step:08d}.pth"
+
+
+def latest(output_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest step in ``output_dir``, or None."""
+    d = Path(output_dir)
+    found = sorted(p for p in d.glob("checkpoint_*.pth") if _NAME.match(p.name)) if d.is_dir() else []
+    return found[-1] if found else None
+
+
+def prune(output_dir: str | Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints."""
+    d = Path(output_dir)
+    found = sorted(p for p in d.glob("checkpoint_*.pth") if _NAME.match(p.name))
+    for p in found[:-keep] if keep > 0 else []:
+        p.unlink(missing_ok=True)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Load and check the format tag. UserError for anything that is not our checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated / foreign files
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}",
+                        "delete the broken file (the previous checkpoint is used) or pick another") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path} is not an infomin-det pretrain checkpoint (no format tag {FORMAT!r})",
+                        "resume only from checkpoints this command wrote")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has format_version {ckpt.get('format_version')}, expected {FORMAT_VERSION}",
+                        "use the infomin-det version that wrote it")
+    return ckpt
+
+
+def check_resumable(ckpt: dict[str, Any], arch: ResNetArch, path: str | Path) -> None:
+    """Refuse to resume a run of another architecture into this one."""
+    theirs = {k: v for k, v in ckpt["arch"].items() if k != "name"}
+    if theirs != asdict(arch):
+        raise UserError(f"checkpoint {path} is for {ckpt['arch'].get('name', theirs)}, this run is {arch.name}",
+                        "use a fresh --output-dir for a different architecture, or the same --arch")

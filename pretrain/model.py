@@ -1,0 +1,183 @@
+"""Backbones (torchvision ResNet/ResNeXt, torchvision key names) and MoCo v2 with InfoMin heads.
+
+Shapes: images are uint8 (B, 3, H, W), normalised here (on the model's device); features (B, C)
+after global pooling (C = 512 for R-18, 2048 for R-50+); embeddings (B, 128), L2-normalised. JigSaw
+patches (B, 9, 3, P, P) are embedded by the query encoder, projected per patch, concatenated in the
+(shuffled) order they arrive in, mapped by one linear layer and L2-normalised.
+Loss: InfoNCE against the momentum key and the queue at temperature T; with JigSaw
+``0.5 * main + 0.5 * jigsaw`` (same key and queue). Key encoder uses shuffle-BN across ranks.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from infomin_det.errors import UserError
+from infomin_det.weights_meta import ResNetArch
+from pretrain.augment import normalize
+
+_BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3]),
+           101: (Bottleneck, [3, 4, 23, 3]), 152: (Bottleneck, [3, 8, 36, 3])}
+
+# name -> (depth, groups, width_per_group). Wide = torchvision's wide_resnet (bottleneck x k, stem 64).
+ARCHS: dict[str, tuple[int, int, int]] = {
+    "R-18": (18, 1, 64), "R-34": (34, 1, 64), "R-50": (50, 1, 64), "R-101": (101, 1, 64),
+    "R-152": (152, 1, 64), "R-50-w2x": (50, 1, 128), "R-50-w4x": (50, 1, 256),
+    "R-101-w2x": (101, 1, 128),
+    **{f"X-{d}-{g}x{w}d": (d, g, w) for d in (50, 101, 152) for g, w in ((32, 4), (32, 8), (64, 4))},
+}
+
+
+def arch_of(name: str) -> ResNetArch:
+    """Arch name -> ResNetArch (the record the checkpoint and the converter share)."""
+    if name not in ARCHS:
+        raise UserError(f"unknown backbone {name!r}", f"one of {', '.join(ARCHS)}")
+    depth, groups, width = ARCHS[name]
+    return ResNetArch(depth, groups, width, 64, 64 if depth < 50 else 256)
+
+
+def build_backbone(arch: ResNetArch) -> ResNet:
+    """torchvision ResNet for ``arch`` with ``fc`` = Identity: forward gives (B, C) pooled features."""
+    block, layers = _BLOCKS[arch.depth]
+    net = ResNet(block, layers, groups=arch.num_groups, width_per_group=arch.width_per_group,
+                 zero_init_residual=False)
+    net.fc = nn.Identity()
+    return net
+
+
+def feature_dim(arch: ResNetArch) -> int:
+    return 512 if arch.depth < 50 else 2048
+
+
+def mlp_head(dim_in: int, dim_out: int = 128) -> nn.Sequential:
+    """MoCo v2 head: Linear(dim_in, dim_in) -> ReLU -> Linear(dim_in, dim_out)."""
+    return nn.Sequential(nn.Linear(dim_in, dim_in), nn.ReLU(inplace=True), nn.Linear(dim_in, dim_out))
+
+
+class JigsawHead(nn.Module):
+    """(B*n, C) patch features -> per-patch MLP -> (B, n*D) in arrival order -> linear -> (B, D), L2-normed."""
+
+    def __init__(self, dim_in: int, dim_out: int = 128, n_patches: int = 9) -> None:
+        super().__init__()
+        self.n = n_patches
+        self.patch = mlp_head(dim_in, dim_out)
+        self.fc = nn.Linear(n_patches * dim_out, dim_out)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        z = self.patch(feats).reshape(-1, self.n * self.patch[-1].out_features)
+        return F.normalize(self.fc(z), dim=1)
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    if _world() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(_world())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+class MoCo(nn.Module):
+    """Query encoder + heads (trained), momentum key encoder + head, queue (dim, K) of keys.
+
+    ``forward(views, jigsaw=None)`` -> dict(loss, loss_main, loss_jig?, acc) ; ``views`` uint8
+    (B, 2, 3, S, S): view 0 is the query, view 1 the key.
+    """
+
+    def __init__(self, arch: ResNetArch, dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
+                 temperature: float = 0.15, jigsaw: bool = False) -> None:
+        super().__init__()
+        self.arch, self.m, self.t, self.use_jigsaw = arch, momentum, temperature, jigsaw
+        c = feature_dim(arch)
+        self.encoder_q = build_backbone(arch)
+        self.head_q = mlp_head(c, dim)
+        self.head_jig = JigsawHead(c, dim) if jigsaw else None
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        self.head_k = copy.deepcopy(self.head_q)
+        for p in (*self.encoder_k.parameters(), *self.head_k.parameters()):
+            p.requires_grad = False
+        self.register_buffer("queue", F.normalize(torch.randn(dim, queue_size), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def heads(self) -> dict[str, nn.Module]:
+        h = {"head_q": self.head_q, "head_k": self.head_k}
+        if self.head_jig is not None:
+            h["head_jig"] = self.head_jig
+        return h
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """key <- m * key + (1 - m) * query for encoder and head parameters. BN running statistics of
+        the key encoder come from its own forward passes (as in MoCo)."""
+        for q, k in ((self.encoder_q, self.encoder_k), (self.head_q, self.head_k)):
+            for pq, pk in zip(q.parameters(), k.parameters()):
+                pk.mul_(self.m).add_(pq.detach(), alpha=1 - self.m)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write the (gathered) keys (N, dim) into the ring buffer at the pointer; N must divide K."""
+        keys = concat_all_gather(keys)
+        n, k = keys.shape[0], self.queue.shape[1]
+        if k % n:
+            raise UserError(f"queue size {k} is not a multiple of the global batch {n}",
+                            "choose --queue-size as a multiple of batch size x processes")
+        ptr = int(self.queue_ptr)
+        self.queue[:, ptr:ptr + n] = keys.T
+        self.queue_ptr.fill_((ptr + n) % k)
+
+    @torch.no_grad()
+    def _keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Key embeddings with shuffle-BN: the batch is permuted across all ranks before the key
+        encoder and un-permuted after, so a rank's BN statistics are not those of its query batch.
+        One process: no shuffle (nothing to shuffle across), as MoCo's single-GPU runs."""
+        world = _world()
+        if world == 1:
+            return F.normalize(self.head_k(self.encoder_k(x)), dim=1)
+        b = x.shape[0]
+        x_all = concat_all_gather(x)
+        perm = torch.randperm(x_all.shape[0], device=x.device)
+        dist.broadcast(perm, src=0)
+        unperm = torch.argsort(perm)
+        rank = dist.get_rank()
+        mine = perm.view(world, -1)[rank]
+        k = F.normalize(self.head_k(self.encoder_k(x_all[mine])), dim=1)
+        return concat_all_gather(k)[unperm.view(world, -1)[rank]]
+
+    def _nce(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = (q * k).sum(1, keepdim=True)
+        neg = q @ self.queue.clone().detach()
+        logits = torch.cat([pos, neg], 1).float() / self.t
+        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        acc = (logits.argmax(1) == 0).float().mean()
+        return F.cross_entropy(logits, target), acc
+
+    def forward(self, views: torch.Tensor, jigsaw: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        xq, xk = normalize(views[:, 0]), normalize(views[:, 1])
+        q = F.normalize(self.head_q(self.encoder_q(xq)), dim=1)
+        with torch.no_grad():
+            self.momentum_update()
+            k = self._keys(xk).to(q.dtype)
+        loss_main, acc = self._nce(q, k)
+        out: dict[str, Any] = {"loss_main": loss_main, "acc": acc}
+        if self.use_jigsaw:
+            if jigsaw is None:
+                raise ValueError("model built with jigsaw=True needs the jigsaw patches")
+            feats = self.encoder_q(normalize(jigsaw.flatten(0, 1)))
+            loss_jig, _ = self._nce(self.head_jig(feats).to(q.dtype), k)
+            out["loss_jig"] = loss_jig
+            out["loss"] = 0.5 * loss_main + 0.5 * loss_jig
+        else:
+            out["loss"] = loss_main
+        self.enqueue(k.float())
+        return out

@@ -1,0 +1,238 @@
+"""The fast InfoMin pipeline: recipe rates and ranges on many samples, and its approximations
+(blur, hue, LUT colour ops, reduced-size decode) against the exact operations."""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+import io
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from pretrain.augment import (RANDAUG_OPS, AugmentConfig, InfoMinAugment, adjust_brightness, adjust_contrast,
+                              apply_matrix, color_jitter, draft_factor, gaussian_blur, hue_matrix, normalize, sample_crop,
+                              saturation_matrix, torchvision_reference)
+from infomin_det.errors import UserError
+
+
+def _jpeg(w: int, h: int, seed: int = 0, quality: int = 90) -> bytes:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(1, h // 8), max(1, w // 8), 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def traces():
+    """1000 samples (2000 views) at 16 px: the drawn parameters and the output tensors."""
+    cfg = AugmentConfig(size=16)
+    aug = InfoMinAugment(cfg)
+    data = _jpeg(60, 45)
+    rng = random.Random(1)
+    out = []
+    for _ in range(1000):
+        views = aug(io.BytesIO(data), rng)["views"]
+        out += list(zip(aug.last_trace, views))
+    return out
+
+
+def _rate_ok(k: int, n: int, p: float) -> bool:
+    """Within 4.5 binomial standard deviations (false alarm ~ 1e-5)."""
+    return abs(k - n * p) <= 4.5 * math.sqrt(n * p * (1 - p))
+
+
+def test_flag_rates_match_recipe(traces):
+    n = len(traces)
+    for name, p in (("flip", 0.5), ("jitter", 0.8), ("blur", 0.5), ("gray", 0.2)):
+        k = sum(getattr(t, name) for t, _ in traces)
+        assert _rate_ok(k, n, p), (name, k / n, p)
+
+
+def test_crop_area_fraction_and_sigma_ranges(traces):
+    fr = np.array([(t.box[2] - t.box[0]) * (t.box[3] - t.box[1]) / (60 * 45) for t, _ in traces])
+    # rounding of w/h on a tiny image moves the fraction slightly below 0.2
+    assert fr.min() >= 0.2 - 0.05 and fr.max() <= 1.0 and fr.std() > 0.15
+    sig = np.array([t.sigma for t, _ in traces if t.blur])
+    assert sig.min() >= 0.1 and sig.max() <= 2.0 and abs(sig.mean() - 1.05) < 0.06
+
+
+def test_grayscale_flag_really_grays(traces):
+    grays = [v for t, v in traces if t.gray]
+    assert grays and all(torch.equal(v[0], v[1]) and torch.equal(v[1], v[2]) for v in grays)
+    assert all(v.dtype == torch.uint8 and v.shape == (3, 16, 16) for _, v in traces)
+
+
+def test_sample_crop_follows_torchvision_law():
+    import torchvision.transforms as T
+    rng = random.Random(0)
+    boxes = [sample_crop(500, 375, (0.2, 1.0), rng) for _ in range(4000)]
+    fr = np.array([(r - l) * (b - t) / (500 * 375) for l, t, r, b in boxes])
+    ratio = np.array([(r - l) / (b - t) for l, t, r, b in boxes])
+    assert fr.min() >= 0.199 and fr.max() <= 1.0
+    # same law as torchvision's RandomResizedCrop (retries bias it below U(0.2, 1)'s mean 0.6)
+    torch.manual_seed(0)
+    img = torch.zeros(1, 375, 500)
+    tv = np.array([h * w / (500 * 375) for _, _, h, w in
+                   (T.RandomResizedCrop.get_params(img, [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(4000))])
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert abs(np.quantile(fr, q) - np.quantile(tv, q)) < 0.03, q
+    assert ratio.min() >= 0.74 and ratio.max() <= 1.34
+    assert all(0 <= l < r <= 500 and 0 <= t < b <= 375 for l, t, r, b in boxes)
+
+
+def test_jigsaw_permutation_uniform_and_patches_from_their_cells():
+    cfg = AugmentConfig(size=16, jigsaw=True, jigsaw_size=45, jigsaw_patch=12, jigsaw_crop_min=1.0, flip_p=0.0)
+    # each grid cell of the (full, unflipped) crop gets its own flat colour: 3x3 cells of 15 px
+    cells = np.zeros((45, 45, 3), np.uint8)
+    for k in range(9):
+        r, c = divmod(k, 3)
+        cells[r * 15:(r + 1) * 15, c * 15:(c + 1) * 15] = (20 * k + 10, 255 - 20 * k, 100)
+    buf = io.BytesIO()
+    Image.fromarray(cells).save(buf, "PNG")
+    aug, rng = InfoMinAugment(cfg), random.Random(3)
+    first = np.zeros((9, 9), int)  # first[slot, cell]
+    for _ in range(900):
+        out = aug(io.BytesIO(buf.getvalue()), rng)
+        perm = out["perm"].tolist()
+        assert sorted(perm) == list(range(9)) and out["jigsaw"].shape == (9, 3, 12, 12)
+        for slot, cell in enumerate(perm):
+            first[slot, cell] += 1
+            centre = out["jigsaw"][slot, :, 6, 6].tolist()
+            assert abs(centre[0] - (20 * cell + 10)) <= 2, (slot, cell, centre)
+    # chi-square over 81 (slot, cell) counts of 100 expected each: df = 64, p(>110) ~ 3e-4
+    chi2 = ((first - 100) ** 2 / 100).sum()
+    assert chi2 < 110, chi2
+
+
+def test_blur_close_to_true_gaussian():
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).resize((224, 224), Image.Resampling.NEAREST)
+    src = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+    for sigma in (0.1, 0.3, 0.5, 0.59, 0.6, 0.8, 0.99, 1.0, 1.5, 2.0):
+        k = 2 * math.ceil(4 * sigma) + 1
+        inner = (slice(None), slice(2, -2), slice(2, -2))  # Pillow's kernels leave a 1-2 px border
+        exact = TF.gaussian_blur(src, [k, k], [sigma, sigma]).float()[inner]
+        ours = torch.from_numpy(np.array(gaussian_blur(img, sigma))).permute(2, 0, 1).float()[inner]
+        effect = (exact - src.float()[inner]).abs().mean()
+        err = (ours - exact).abs()
+        # measured: mean |err| <= 3.6 % of the blur's own effect (Pillow's box blur alone: 14 % at 0.6)
+        assert err.mean() <= 0.05 * effect + 0.01 and err.mean() < 1.0 and err.max() <= 4, (sigma, err.mean(), effect)
+
+
+def test_lut_and_matrix_colour_ops_match_torchvision():
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    for f in (0.2, 0.9, 1.8):
+        for ours, ref in ((adjust_brightness(img, f), TF.adjust_brightness(img, f)),
+                          (adjust_contrast(img, f), TF.adjust_contrast(img, f)),
+                          (apply_matrix(img, saturation_matrix(f)), TF.adjust_saturation(img, f))):
+            d = np.abs(np.asarray(ours, int) - np.asarray(ref, int))
+            assert d.max() <= 1, (f, d.max())
+
+
+def test_hue_rotation_shifts_hsv_hue_by_h():
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    hsv_in = np.array([colorsys.rgb_to_hsv(*p) for p in a.reshape(-1, 3) / 255.0])
+    saturated = hsv_in[:, 1] > 0.3
+    assert np.array_equal(np.asarray(apply_matrix(Image.fromarray(a), hue_matrix(0.0))), a)
+    for h in (-0.3, -0.1, 0.05, 0.25, 0.45):
+        out = np.asarray(apply_matrix(Image.fromarray(a), hue_matrix(h))) / 255.0
+        hue_out = np.array([colorsys.rgb_to_hsv(*p)[0] for p in out.reshape(-1, 3)])
+        d = (hue_out - hsv_in[:, 0] - h + 0.5) % 1.0 - 0.5  # error in turns, wrapped
+        assert abs(np.median(d[saturated])) < 0.03 and np.abs(d[saturated]).mean() < 0.05, (h, d.mean())
+
+
+def test_reduced_size_decode_only_when_crops_allow_and_close_to_full():
+    assert draft_factor([((0, 0, 500, 375), 224)]) == 1
+    assert draft_factor([((0, 0, 1000, 900), 224)]) == 4
+    assert draft_factor([((0, 0, 1000, 900), 224), ((0, 0, 600, 500), 224)]) == 2
+    cfg = AugmentConfig(size=64, crop_min=0.9, jitter_p=0, blur_p=0, randaug_ops=0, gray_p=0, flip_p=0)
+    data = _jpeg(1024, 768, seed=4)
+    aug = InfoMinAugment(cfg)
+    fast = aug(io.BytesIO(data), random.Random(5))["views"].float()
+    assert aug.last_decode_size == (128, 96)  # decoded at 1/8: both crops keep >= 64 px per side
+    full_img = Image.open(io.BytesIO(data)).convert("RGB")
+    rng = random.Random(5)
+    boxes = [sample_crop(1024, 768, (0.9, 1.0), rng) for _ in range(2)]
+    full = torch.stack([torch.from_numpy(np.array(full_img.resize((64, 64), Image.Resampling.BILINEAR, box=b)))
+                        .permute(2, 0, 1) for b in boxes]).float()
+    assert (fast - full).abs().mean() < 2.0
+    small = InfoMinAugment(AugmentConfig(size=224))
+    small(io.BytesIO(_jpeg(500, 375)), random.Random(0))
+    assert small.last_decode_size == (500, 375)  # 224-px views from 500x375: full-size decode
+
+
+def test_every_randaugment_op_keeps_size_and_mode():
+    img = Image.open(io.BytesIO(_jpeg(40, 30))).convert("RGB")
+    changed = 0
+    for name, op in RANDAUG_OPS.items():
+        out = op(img, 10.0, random.Random(0))
+        assert out.size == img.size and out.mode == "RGB", name
+        changed += not np.array_equal(np.asarray(out), np.asarray(img))
+    assert changed >= len(RANDAUG_OPS) - 1  # timm's Solarize at magnitude 10 (threshold 256) is a no-op
+
+
+def test_reference_pipeline_and_normalize_agree_on_scale():
+    img = Image.open(io.BytesIO(_jpeg(60, 45))).convert("RGB")
+    ref = torchvision_reference(AugmentConfig(size=16))(img)
+    assert ref.shape == (3, 16, 16) and ref.dtype == torch.float32
+    x = torch.tensor([[[0]], [[128]], [[255]]], dtype=torch.uint8)
+    assert torch.allclose(normalize(x).flatten(), TF.normalize(x.float() / 255, [0.485, 0.456, 0.406],
+                                                                [0.229, 0.224, 0.225]).flatten(), atol=1e-5)
+
+
+def test_bad_recipe_values_refused():
+    with pytest.raises(UserError):
+        AugmentConfig(crop_min=0.0)
+    with pytest.raises(UserError):
+        AugmentConfig(jitter_strength=-1)
+    assert AugmentConfig(jitter_strength=2.5).jitter == (2.0, 2.0, 2.0, 0.5)
+
+
+def test_strength_sweep_options_reach_the_sampled_parameters():
+    """c (crop lower bound) and x (jitter strength) are the knobs of the paper's reverse-U studies."""
+    data = _jpeg(60, 45)
+    for c in (0.08, 0.5):
+        aug, rng = InfoMinAugment(AugmentConfig(size=16, crop_min=c)), random.Random(0)
+        fr = []
+        for _ in range(150):
+            aug(io.BytesIO(data), rng)
+            fr += [(t.box[2] - t.box[0]) * (t.box[3] - t.box[1]) / (60 * 45) for t in aug.last_trace]
+        assert min(fr) >= c - 0.05 and min(fr) < c + 0.1, (c, min(fr))
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    spread = {}
+    for x in (0.125, 2.5):
+        cfg = AugmentConfig(jitter_strength=x)
+        outs = [np.asarray(color_jitter(img, cfg.jitter, random.Random(i)), float).mean() for i in range(40)]
+        spread[x] = np.std(outs)
+    assert spread[2.5] > 4 * spread[0.125], spread
+
+
+def test_jigsaw_patches_equal_slices_of_the_resized_crop():
+    """Patches resized straight from the source match slicing the resized 255-px crop (and its flip)."""
+    cfg = AugmentConfig(size=16, jigsaw=True)
+    img = Image.open(io.BytesIO(_jpeg(500, 375, seed=3))).convert("RGB")
+    box = (20.0, 10.0, 380.0, 370.0)
+    for flip_p in (0.0, 1.0):
+        aug = InfoMinAugment(dataclasses.replace(cfg, flip_p=flip_p))
+        out = aug._jigsaw(img, box, random.Random(2))
+        crop = img.resize((255, 255), Image.Resampling.BILINEAR, box=box)
+        if flip_p:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        a = torch.from_numpy(np.array(crop)).permute(2, 0, 1).int()
+        rng = random.Random(2)
+        rng.random()  # the flip draw
+        offsets = [(r * 85 + rng.randint(0, 21), c * 85 + rng.randint(0, 21)) for r, c in
+                   (divmod(k, 3) for k in range(9))]
+        for slot, cell in enumerate(out["perm"].tolist()):
+            y, x = offsets[cell]
+            d = (out["jigsaw"][slot].int() - a[:, y:y + 64, x:x + 64]).abs()
+            assert d.max() <= 3 and d.float().mean() < 0.2, (flip_p, slot, d.max())
