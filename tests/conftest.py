@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from infomin_det.data.tiny_coco import write_tiny_coco
+from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture: the loopback SLURM cluster)
 
 torch.set_num_threads(1)
 

@@ -22,6 +22,7 @@ class TrainSpec:
         ``"coco-json:<train.json>:<train_images>:<val.json>:<val_images>"`` for any COCO-format set.
     allow_mismatch: config keys whose disagreement with the weights' metadata is accepted.
     num_processes: processes per node; nodes: machines (the launcher sets both for SLURM).
+    family: force the weight family (ssl | supervised) of weights without metadata; "" = from metadata.
     """
 
     protocol: str
@@ -36,4 +37,5 @@ class TrainSpec:
     eval_only: bool = False
     num_processes: int = 1
     nodes: int = 1
+    family: str = ""
     extra: dict = field(default_factory=dict, compare=False)

@@ -1,0 +1,1 @@
+"""End-to-end demo: pretrain -> convert -> verify -> fine-tune -> report on the embedded data."""

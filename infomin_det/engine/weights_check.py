@@ -1,0 +1,116 @@
+"""The weights/config cross-check: refuse a config that disagrees with what the weights require.
+
+``weights_meta(weights)`` reads a weights' :class:`WeightsMeta` (converted ``.pkl``: its metadata;
+``detectron2://`` URL: ``CATALOG``; ``""`` → None, random init). ``check_weights(cfg, meta, ...)``
+compares ``meta.config_values()`` (+ ``norm_fused`` → FrozenBN) with the merged config and raises ONE
+:class:`UserError` listing every mismatch, unless the key is allowed (``--allow-mismatch KEY|all``).
+No torch model is built here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from infomin_det.errors import UserError
+from infomin_det.weights_meta import CATALOG, TORCHVISION, WeightsMeta
+
+RANDOM = ("", "none")
+NORM_KEY = "MODEL.RESNETS.NORM"
+
+
+def is_random(weights: str) -> bool:
+    return weights in RANDOM
+
+
+def family_of(meta: WeightsMeta | None, weights: str) -> str:
+    """``random`` for no weights, ``ssl`` for torchvision-convention weights, ``supervised`` for caffe2."""
+    if is_random(weights):
+        return "random"
+    if meta is None:
+        raise UserError(f"cannot tell the weight family of {weights!r}: it carries no infomin-det metadata",
+                        f"convert it with `infomin-det convert {weights} <out>.pkl`, or pass "
+                        "--family ssl|supervised --allow-mismatch all")
+    return "ssl" if meta.convention == TORCHVISION else "supervised"
+
+
+def weights_meta(weights: str) -> WeightsMeta | None:
+    """Metadata of ``weights`` (None for random init or a file/URL without metadata).
+
+    Raises UserError for a missing file or one Detectron2 would misread.
+    """
+    if is_random(weights):
+        return None
+    if weights.startswith("detectron2://"):
+        return CATALOG.get(weights)
+    if "://" in weights:
+        return None
+    path = Path(weights)
+    if not path.is_file():
+        raise UserError(f"weights file {weights} does not exist",
+                        "check the path, or pass --weights '' for random initialisation")
+    from infomin_det.convert.d2pkl import read_d2_pkl
+
+    return read_d2_pkl(path).meta
+
+
+def _get(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(b, (list, tuple)):
+        try:
+            return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-3 for x, y in zip(a, b))
+        except TypeError:
+            return False
+    if isinstance(b, bool) or isinstance(a, bool):
+        return bool(a) == bool(b) and type(a) is type(b)
+    return a == b
+
+
+def _allowed(key: str, allow: set[str]) -> bool:
+    return "all" in allow or key in allow or key.rsplit(".", 1)[-1] in allow
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(f"{float(x):g}" for x in v) + "]"
+    return str(v)
+
+
+def mismatches(cfg: Any, meta: WeightsMeta) -> list[tuple[str, Any, Any]]:
+    """``[(key, config value, required value)]`` for every disagreement."""
+    out = [(k, _get(cfg, k), want) for k, want in meta.config_values().items() if not _same(_get(cfg, k), want)]
+    if meta.norm_fused and _get(cfg, NORM_KEY) != "FrozenBN":
+        out.append((NORM_KEY, _get(cfg, NORM_KEY), "FrozenBN"))
+    return out
+
+
+def check_weights(cfg: Any, weights: str, meta: WeightsMeta | None, allow: Iterable[str] = ()) -> list[str]:
+    """Raise one UserError listing every mismatch not allowed; returns the accepted (allowed) ones."""
+    allow = set(allow)
+    if is_random(weights):
+        return []
+    if meta is None:
+        if "all" in allow:
+            return ["all (weights carry no metadata)"]
+        raise UserError(f"weights {weights} carry no infomin-det metadata, so their architecture and input "
+                        "convention cannot be checked against the config",
+                        f"convert them with `infomin-det convert {weights} <out>.pkl`, or pass "
+                        "--allow-mismatch all (with --family ssl|supervised)")
+    bad = mismatches(cfg, meta)
+    refused = [m for m in bad if not _allowed(m[0], allow)]
+    if refused:
+        lines = "; ".join(f"{k} is {_fmt(have)} in the config but the weights ({meta.arch.name}, "
+                          f"{meta.source_format}) require {_fmt(want)}" for k, have, want in refused)
+        overrides = " ".join(f"{k} {_fmt(want)!s}".replace(" [", " \"[").replace("]", "]\"")
+                             if isinstance(want, (list, tuple)) else f"{k} {_fmt(want)}"
+                             for k, want in ((k, w) for k, _, w in refused))
+        keys = " ".join(f"--allow-mismatch {k}" for k, _, _ in refused)
+        raise UserError(f"config disagrees with the weights {weights}: {lines}",
+                        f"pass the overrides `{overrides}`, or accept the difference with `{keys}`")
+    return [f"{k}: config {_fmt(have)}, weights {_fmt(want)}" for k, have, want in bad]

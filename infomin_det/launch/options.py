@@ -1,0 +1,178 @@
+"""Executor options: what a job asks of the scheduler, validated before anything is submitted.
+
+``ExecutorOptions`` is a small frozen dataclass in submitit's vocabulary (``timeout_min``,
+``gpus_per_node``, ``slurm_*``). ``from_mapping`` refuses unknown keys (with the nearest valid
+name), ``validate`` refuses inconsistent values, and :func:`check_against_slurm` asks the real
+scheduler (``sbatch --test-only``: partition, account, qos, constraint, GPUs, memory) -- all before
+the first job is queued. No torch or detectron2 here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from infomin_det.errors import UserError
+
+CLUSTERS = ("auto", "slurm", "local", "debug")
+_SLURM_WORD = re.compile(r"^[A-Za-z0-9_.,:\-\[\]|&*+=/@]+$")   # no spaces, quotes, newlines
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Scheduler request for every job of one submission.
+
+    One task per GPU: ``tasks_per_node`` defaults to ``gpus_per_node`` (1 without GPUs) and must
+    equal it when GPUs are requested. ``timeout_min`` and ``signal_delay_s`` are in minutes and
+    seconds; the preemption/timeout signal (USR2) arrives ``signal_delay_s`` before the kill.
+    ``max_requeues`` bounds timeout requeues (submitit's ``max_num_timeout``); ``array_parallelism``
+    caps how many array elements run at once (``--array=0-N%cap``).
+    """
+
+    partition: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int | None = None
+    cpus_per_task: int = 1
+    mem_gb: float | None = None
+    timeout_min: int = 60
+    constraint: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    comment: str | None = None
+    exclude: str | None = None
+    signal_delay_s: int = 120
+    max_requeues: int = 3
+    array_parallelism: int = 64
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "ExecutorOptions":
+        """Build from a dict (config file, API call); unknown keys are refused, not ignored."""
+        known = [f.name for f in fields(cls)]
+        for key in values:
+            if key not in known:
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise UserError(f"unknown executor option {key!r}",
+                                f"{hint}valid options: {', '.join(known)}")
+        return cls(**dict(values)).validate()
+
+    @property
+    def ntasks_per_node(self) -> int:
+        return self.tasks_per_node if self.tasks_per_node is not None else max(1, self.gpus_per_node)
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.ntasks_per_node
+
+    def validate(self, cluster: str = "slurm") -> "ExecutorOptions":
+        """Refuse values that are wrong on their own or together; returns self."""
+        def positive(name: str, minimum: int = 1) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise UserError(f"executor option {name}={v!r} must be an integer >= {minimum}",
+                                f"pass --{name.replace('_', '-')} N with N >= {minimum}")
+
+        for name in ("nodes", "cpus_per_task", "timeout_min", "array_parallelism"):
+            positive(name)
+        for name in ("gpus_per_node", "signal_delay_s", "max_requeues"):
+            positive(name, 0)
+        if self.tasks_per_node is not None:
+            positive("tasks_per_node")
+            if self.gpus_per_node and self.tasks_per_node != self.gpus_per_node:
+                raise UserError(
+                    f"tasks_per_node={self.tasks_per_node} but gpus_per_node={self.gpus_per_node}",
+                    "training runs one task per GPU: drop --tasks-per-node or make it equal")
+        if self.mem_gb is not None and not (isinstance(self.mem_gb, (int, float)) and self.mem_gb > 0):
+            raise UserError(f"executor option mem_gb={self.mem_gb!r} must be a positive number",
+                            "pass --mem-gb with a value in GB, e.g. 64")
+        if self.signal_delay_s >= self.timeout_min * 60:
+            raise UserError(
+                f"signal_delay_s={self.signal_delay_s} is not shorter than the time limit "
+                f"({self.timeout_min} min = {self.timeout_min * 60} s): the job would be signalled "
+                "before it starts working",
+                "raise --timeout-min or lower --signal-delay-s")
+        for name in ("partition", "constraint", "account", "qos", "exclude"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not _SLURM_WORD.match(v)):
+                raise UserError(f"executor option {name}={v!r} is not a SLURM name or expression",
+                                "no spaces, quotes or newlines (e.g. --partition gpu)")
+        if self.comment is not None and ("\n" in self.comment or "'" in self.comment):
+            raise UserError("executor option comment has a newline or quote", "use one plain line")
+        if cluster not in CLUSTERS:
+            raise UserError(f"unknown cluster {cluster!r}", f"use one of {', '.join(CLUSTERS)}")
+        if cluster in ("local", "debug"):
+            if self.nodes != 1:
+                raise UserError(f"nodes={self.nodes} needs SLURM; cluster {cluster!r} has one node",
+                                "use --cluster slurm or --nodes 1")
+            if cluster == "debug" and self.world_size != 1:
+                raise UserError("cluster 'debug' runs one process in this Python",
+                                "use --cluster local for several processes")
+        return self
+
+    # --- submitit ----------------------------------------------------------------------------
+    def submitit_parameters(self, cluster: str) -> dict[str, Any]:
+        """Keyword arguments for the submitit executor of ``cluster`` (its native names)."""
+        if cluster == "local":
+            return {"tasks_per_node": self.ntasks_per_node, "gpus_per_node": self.gpus_per_node,
+                    "timeout_min": self.timeout_min, "signal_delay_s": self.signal_delay_s}
+        if cluster != "slurm":
+            return {}
+        params: dict[str, Any] = {
+            "nodes": self.nodes, "ntasks_per_node": self.ntasks_per_node,
+            "cpus_per_task": self.cpus_per_task, "time": self.timeout_min,
+            "signal_delay_s": self.signal_delay_s, "array_parallelism": self.array_parallelism,
+        }
+        if self.gpus_per_node:
+            params["gpus_per_node"] = self.gpus_per_node
+        if self.mem_gb is not None:
+            params["mem"] = f"{int(self.mem_gb * 1024)}MB"
+        for name in ("partition", "constraint", "account", "qos", "comment", "exclude"):
+            v = getattr(self, name)
+            if v is not None:
+                params[name] = v
+        return params
+
+    def sbatch_flags(self) -> list[str]:
+        """The request as ``sbatch`` flags (for ``--test-only`` and for the registry's command)."""
+        flags = [f"--nodes={self.nodes}", f"--ntasks-per-node={self.ntasks_per_node}",
+                 f"--cpus-per-task={self.cpus_per_task}", f"--time={self.timeout_min}"]
+        if self.gpus_per_node:
+            flags.append(f"--gpus-per-node={self.gpus_per_node}")
+        if self.mem_gb is not None:
+            flags.append(f"--mem={int(self.mem_gb * 1024)}M")
+        for name in ("partition", "constraint", "account", "qos", "exclude"):
+            v = getattr(self, name)
+            if v is not None:
+                flags.append(f"--{name}={v}")
+        return flags
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_against_slurm(options: ExecutorOptions) -> None:
+    """Ask the scheduler whether it would accept the request (``sbatch --test-only``, queues nothing)."""
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise UserError("--cluster slurm but no sbatch on PATH", "run on a SLURM login node or use --cluster local")
+    proc = subprocess.run([sbatch, "--test-only", *options.sbatch_flags(), "--wrap", "true"],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        lines = [l.strip() for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
+        reason = lines[0] if lines else f"sbatch exited {proc.returncode}"
+        raise UserError(f"SLURM refuses the job request ({' '.join(options.sbatch_flags())}): {reason}",
+                        "fix the executor options (sinfo lists partitions; sacctmgr show qos/assoc)")
+
+
+def resolve_cluster(cluster: str) -> str:
+    """``auto`` -> ``slurm`` when ``sbatch`` is on PATH, else ``local``."""
+    if cluster not in CLUSTERS:
+        raise UserError(f"unknown cluster {cluster!r}", f"use one of {', '.join(CLUSTERS)}")
+    if cluster == "auto":
+        return "slurm" if shutil.which("sbatch") else "local"
+    return cluster

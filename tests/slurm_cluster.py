@@ -1,0 +1,63 @@
+"""Session fixture ``slurm_cluster``: the project's loopback SLURM (infomin_det/launch/slurm_local).
+
+Started once per test session in ``${TMPDIR:-/tmp}/infomin-det-slurm-pytest`` on ports 16917-16920
+(away from the default 6817 and from a developer's cluster on 16817) and stopped at session end
+(stop.sh signals only the PIDs start.sh recorded). In CI (``CI=true``) a cluster that cannot start
+fails the tests that need it; elsewhere they skip with the reason (not root, no apt-get).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import infomin_det.launch
+
+SCRIPTS = Path(infomin_det.launch.__file__).parent / "slurm_local"
+PORT_BASE = 16917
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    directory: Path
+    conf: Path
+
+    def run(self, *cmd: str) -> str:
+        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"SLURM test cluster unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(f"SLURM test cluster unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    if os.geteuid() != 0:
+        _unavailable("the loopback cluster's daemons need root")
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        _unavailable("SLURM is not installed and apt-get is not available to install it")
+    directory = Path(tempfile.gettempdir()) / "infomin-det-slurm-pytest"
+    env = dict(os.environ, SLURM_PORT_BASE=str(PORT_BASE), SLURM_CPUS="8")
+    proc = subprocess.run(["bash", str(SCRIPTS / "start.sh"), str(directory)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        subprocess.run(["bash", str(SCRIPTS / "stop.sh"), str(directory)], capture_output=True)
+        _unavailable(f"start.sh exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(directory / "etc" / "slurm.conf")
+    try:
+        yield SlurmCluster(directory, directory / "etc" / "slurm.conf")
+    finally:
+        subprocess.run(["bash", str(SCRIPTS / "stop.sh"), str(directory)], capture_output=True, timeout=120)
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old

@@ -1,0 +1,191 @@
+"""The launcher against a real SLURM (the project's loopback cluster): arrays, 2-rank gloo jobs,
+USR2 preemption -> requeue -> resume, failure reporting, validation before submission.
+
+Uses the launcher's own tiny DDP task (``infomin_det.launch.selftest``); ``test_slurm_train.py``
+runs the real Detectron2 trainer through the same path. Everything is submitted up front (one
+module fixture) so the jobs run concurrently and the module takes about as long as its slowest job.
+"""
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from infomin_det.cli import main as cli
+from infomin_det.launch import DistributedTask, ExecutorOptions, experiment_status, submit_tasks
+from infomin_det.launch.selftest import ToySpec
+
+pytestmark = pytest.mark.slurm
+TOY = "infomin_det.launch.selftest:toy_worker"
+OPTS = ExecutorOptions(timeout_min=5, signal_delay_s=30)
+
+
+def toy(out, **kw):
+    return DistributedTask(TOY, ToySpec(str(out), **kw))
+
+
+def wait_for(exp, done, timeout=180):
+    """Poll ``experiment_status(exp)`` until ``done(states)``; returns {key: RunStatus}."""
+    end = time.time() + timeout
+    while True:
+        states = {s.key: s for s in experiment_status(exp)}
+        if done(states):
+            return states
+        if time.time() > end:
+            pytest.fail(f"timed out waiting on {exp}: {states}")
+        time.sleep(0.5)
+
+
+def metrics(out):
+    return [json.loads(l) for l in (out / "metrics.json").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def jobs(slurm_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("slurm_runs")
+    exps = {name: root / name for name in ("array", "ddp", "preempt")}
+    array = submit_tasks([toy(exps["array"] / "toy/seed0", max_iter=3), toy(exps["array"] / "toy/seed1", max_iter=3),
+                          toy(exps["array"] / "toy/bad", fail="weights file /nonexistent/w.pkl not found")],
+                         exps["array"], OPTS, cluster="slurm")
+    ddp = submit_tasks([DistributedTask(TOY, ToySpec(str(exps["ddp"] / "toy/seed0"), max_iter=3),
+                                        detectron2_comm=True)], exps["ddp"],
+                       ExecutorOptions(tasks_per_node=2, timeout_min=5, signal_delay_s=30), cluster="slurm")
+    preempt = submit_tasks([toy(exps["preempt"] / "toy/usr2", max_iter=8, step_s=1.0),
+                            toy(exps["preempt"] / "toy/requeue", max_iter=12, step_s=1.0)], exps["preempt"], OPTS,
+                           cluster="slurm")
+    # a tiny 2-rank InfoMin pretraining, submitted by `infomin-det pretrain --cluster slurm`
+    from test_pretrain import write_images
+
+    data = write_images(root / "imgs", n_per_class=8)
+    assert cli(["pretrain", str(data), "-o", str(root / "pretrain"), "--arch", "R-18", "--epochs", "1",
+                "--batch-size", "4", "--queue-size", "256", "--image-size", "32", "--workers", "0",
+                "--no-tensorboard", "--cluster", "slurm", "--processes", "2", "--timeout-min", "5", "--json"]) == 0
+    return {"exps": exps, "array": array, "ddp": ddp, "preempt": preempt, "pretrain": root / "pretrain"}
+
+
+@pytest.fixture(scope="module")
+def interrupted(jobs, slurm_cluster):
+    """Once both runs have trained 2 iterations: USR2 (preemption) to one, ``scontrol requeue`` (what a
+    node failure does: the original pickle is replayed, no checkpoint() call) to the other."""
+    exp = jobs["exps"]["preempt"]
+    usr2, requeue = jobs["preempt"]
+    end = time.time() + 120
+    for key in ("usr2", "requeue"):
+        out = exp / "toy" / key
+        while not ((out / "metrics.json").exists() and len(metrics(out)) >= 2):
+            assert time.time() < end, f"{key} job never trained"
+            time.sleep(0.2)
+    slurm_cluster.run("scancel", "--signal=USR2", usr2.job_id)
+    slurm_cluster.run("scontrol", "requeue", requeue.job_id)
+    seen = {"toy/usr2": set(), "toy/requeue": set()}
+
+    def finished(states):
+        for key, st in states.items():
+            seen[key].add(st.state)
+        return all(st.state in ("done", "failed") for st in states.values())
+
+    return wait_for(exp, finished), seen
+
+
+# first in the module: the signals must reach the jobs while they are still training
+def test_usr2_preemption_requeues_and_resumes_without_losing_or_repeating_work(jobs, interrupted):
+    states, seen = interrupted
+    assert "requeued" in seen["toy/usr2"]
+    assert states["toy/usr2"].state == "done" and states["toy/usr2"].attempt == 1
+    lines = metrics(jobs["exps"]["preempt"] / "toy/usr2")
+    trained = [l["iteration"] for l in lines if "attempt" in l]
+    assert sorted(trained) == list(range(8))                 # every iteration exactly once
+    assert {l["attempt"] for l in lines if "attempt" in l} == {0, 1}
+    assert [l for l in lines if "final_loss" in l] == [lines[-1]] and lines[-1]["iteration"] == 8
+
+
+def test_scontrol_requeue_replays_the_original_pickle_and_resumes_from_disk(jobs, interrupted):
+    states, _ = interrupted
+    assert states["toy/requeue"].state == "done" and states["toy/requeue"].attempt == 1
+    lines = metrics(jobs["exps"]["preempt"] / "toy/requeue")
+    trained = [l["iteration"] for l in lines if "attempt" in l]
+    assert set(trained) == set(range(12))                    # nothing lost
+    assert 1 in {l["attempt"] for l in lines if "attempt" in l}
+    resumed = json.loads((jobs["exps"]["preempt"] / "toy/requeue/launch_result.json").read_text())["result"]
+    assert resumed["resumed_from"] >= 2                      # from the checkpoint, not from scratch
+    assert [l for l in lines if "final_loss" in l] == [lines[-1]]
+
+
+def test_pretraining_goes_through_the_same_launcher(jobs):
+    pretrain_run = jobs["pretrain"]
+    states = wait_for(pretrain_run, lambda s: all(r.state in ("done", "failed") for r in s.values()))
+    [st] = states.values()
+    assert st.state == "done", st
+    assert st.job_id.isdigit()                               # a real SLURM job id
+    result = json.loads((pretrain_run / "launch_result.json").read_text())
+    assert result["world_size"] == 2 and result["result"]["world_size"] == 2
+
+
+def test_array_of_two_seeds_finishes_and_status_says_done(jobs, capsys):
+    exp = jobs["exps"]["array"]
+    ids = [r.job_id for r in jobs["array"]]
+    assert len({i.split("_")[0] for i in ids}) == 1 and [i.split("_")[1] for i in ids] == ["0", "1", "2"]
+    states = wait_for(exp, lambda s: s["toy/seed0"].state == "done" and s["toy/seed1"].state == "done")
+    for seed in (0, 1):
+        assert metrics(exp / f"toy/seed{seed}")[-1]["iteration"] == 3
+    assert cli(["status", str(exp), "--json"]) == 0
+    shown = {r["key"]: r for r in json.loads(capsys.readouterr().out)[str(exp)]}
+    assert shown["toy/seed0"]["state"] == shown["toy/seed1"]["state"] == "done"
+    assert shown["toy/seed1"]["job_id"] == states["toy/seed1"].job_id == ids[1]
+
+
+def test_failed_job_is_reported_with_its_cause_and_spares_the_array(jobs, capsys):
+    exp = jobs["exps"]["array"]
+    states = wait_for(exp, lambda s: all(r.state in ("done", "failed") for r in s.values()))
+    bad = states["toy/bad"]
+    assert bad.state == "failed" and bad.scheduler_state == "FAILED"
+    assert "FileNotFoundError: weights file /nonexistent/w.pkl not found" in bad.cause
+    assert any("FileNotFoundError" in l for l in bad.log_tail)
+    assert states["toy/seed0"].state == states["toy/seed1"].state == "done"
+    cli(["status", str(exp)])
+    out = capsys.readouterr().out
+    assert "2 done, 1 failed" in out and "| " in out
+
+    # re-submitting the experiment skips the finished runs and submits only the failed one again
+    again = submit_tasks([toy(exp / "toy/seed0", max_iter=3), toy(exp / "toy/seed1", max_iter=3),
+                          toy(exp / "toy/bad", fail="still missing")], exp, OPTS, cluster="slurm")
+    assert [r.action for r in again] == ["skipped-done", "skipped-done", "submitted"]
+    wait_for(exp, lambda s: s["toy/bad"].state == "failed" and "still missing" in s["toy/bad"].cause)
+
+
+def test_two_task_job_runs_ddp_over_gloo(jobs):
+    exp = jobs["exps"]["ddp"]
+    wait_for(exp, lambda s: s["toy/seed0"].state in ("done", "failed"))
+    result = json.loads((exp / "toy/seed0/launch_result.json").read_text())
+    assert result["world_size"] == 2
+    assert result["result"]["world_size"] == 2 and result["result"]["rank_param_max_diff"] == 0.0
+    assert result["result"]["d2_local_size"] == 2            # Detectron2's local process group exists
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--partition", "no-such-partition"], "invalid partition"),
+    (["--gpus-per-node", "1"], "gres"),
+    (["--timeout-min", "1"], "signal_delay_s"),
+])
+def test_bad_executor_options_are_refused_before_submission(slurm_cluster, tmp_path, capsys, flags, words):
+    before = slurm_cluster.run("sacct", "-X", "-n", "-P", "-o", "JobID", "-S", "now-1hour")
+    rc = cli(["submit", "--experiment", "e", "--root", str(tmp_path), "--protocol", "coco/R50-FPN-1x",
+              "--weights", "random", "--cluster", "slurm", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "  fix: " in err and words.lower() in err.lower()
+    assert not (tmp_path / "e").exists()
+    assert slurm_cluster.run("sacct", "-X", "-n", "-P", "-o", "JobID", "-S", "now-1hour") == before
+
+
+def test_submit_slurm_tool_defaults_to_slurm_and_refuses_before_queueing(slurm_cluster, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).parents[1] / "tools" / "submit_slurm.py"
+    proc = subprocess.run([sys.executable, str(tool), "--experiment", "e", "--root", str(tmp_path),
+                           "--protocol", "coco/R50-FPN-1x", "--weights", "random", "--qos", "bad qos"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: executor option qos='bad qos'")
+    assert not (tmp_path / "e").exists()

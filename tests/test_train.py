@@ -1,0 +1,106 @@
+"""Tiny real training runs through ``train_worker`` on the generated COCO set, and weight refusals."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from infomin_det.convert import convert
+from infomin_det.convert.d2pkl import read_d2_pkl, write_d2_pkl
+from infomin_det.convert.synthetic import random_trunk
+from infomin_det.engine.spec import TrainSpec
+from infomin_det.errors import UserError
+from infomin_det.weights_meta import MSRA_CAFFE2, ResNetArch
+
+TINY = ("MODEL.RESNETS.WIDTH_PER_GROUP", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+        "MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128",
+        "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128", "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1", "SOLVER.BASE_LR", "0.001",
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "32", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
+        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.CONV_DIM", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+        "MODEL.ROI_MASK_HEAD.CONV_DIM", "32", "TEST.PRECISE_BN.NUM_ITER", "1", "DATALOADER.NUM_WORKERS", "0",
+        "SOLVER.CHECKPOINT_PERIOD", "1")
+ARCH = ResNetArch(50, 1, 16, 16, 64)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    d = tmp_path_factory.mktemp("w")
+    torch.save(random_trunk(ARCH), d / "tv.pth")
+    convert(d / "tv.pth", d / "r50tiny.pkl")
+    return d / "r50tiny.pkl"
+
+
+def _spec(tiny_coco, weights, out, protocol="coco/R50-FPN-1x", **kw):
+    ds = "coco-json:{}:{}:{}:{}".format(*tiny_coco["train"], *tiny_coco["val"])
+    return TrainSpec(protocol, str(weights), str(out), dataset=ds, opts=TINY, **kw)
+
+
+def test_mask_fpn_trains_evaluates_and_resume_does_not_repeat(tiny_coco, weights, tmp_path):
+    from infomin_det.engine.trainer import train_worker
+    from infomin_det.rundir import RunInfo
+
+    out = tmp_path / "run"
+    results = train_worker(_spec(tiny_coco, weights, out, seed=3))
+    assert set(results) >= {"bbox", "segm"} and "AP" in results["bbox"]
+    lines = [json.loads(l) for l in (out / "metrics.json").read_text().splitlines()]
+    finals = [l for l in lines if "bbox/AP" in l]
+    assert len(finals) == 1 and finals[0]["iteration"] == 2
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    info = RunInfo.read(out)
+    assert (info.family, info.seed, info.paper_table) == ("ssl", 3, "T3a")
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    again = train_worker(_spec(tiny_coco, weights, out, seed=3))
+    assert again == results
+    lines2 = (out / "metrics.json").read_text().splitlines()
+    assert len([l for l in lines2 if "bbox/AP" in l]) == 1
+
+
+def test_mismatched_weights_are_refused(tiny_coco, weights, tmp_path):
+    from infomin_det.engine.config import build_config
+
+    w = read_d2_pkl(weights)
+    bgr = dataclasses.replace(w.meta, convention=MSRA_CAFFE2)
+    write_d2_pkl(tmp_path / "bgr.pkl", {k: v.numpy() for k, v in w.model.items()}, bgr)
+    spec = _spec(tiny_coco, tmp_path / "bgr.pkl", tmp_path / "o", extra={"family": "ssl"})
+    with pytest.raises(UserError, match="INPUT.FORMAT|STRIDE_IN_1X1|PIXEL"):
+        build_config(spec)
+    with pytest.raises(UserError, match="DEPTH"):  # R-50 weights into R-101
+        build_config(_spec(tiny_coco, weights, tmp_path / "o", protocol="coco/R101-FPN-1x"))
+    build_config(_spec(tiny_coco, weights, tmp_path / "o", protocol="coco/R101-FPN-1x",
+                       allow_mismatch=("MODEL.RESNETS.DEPTH",)))  # the explicit override passes the check
+
+
+def test_forced_mismatch_leaves_backbone_unloaded_and_is_refused(tiny_coco, weights, tmp_path):
+    from infomin_det.engine.trainer import train_worker
+
+    with pytest.raises(UserError, match="backbone tensors were not loaded"):
+        train_worker(_spec(tiny_coco, weights, tmp_path / "o", protocol="coco/R101-FPN-1x",
+                           allow_mismatch=("MODEL.RESNETS.DEPTH",)))
+
+
+@pytest.mark.parametrize("protocol,tasks", [("coco/R50-C4-1x", {"bbox", "segm"}),
+                                            ("coco/Cascade-R101-FPN-1x", {"bbox", "segm"}),
+                                            ("voc/R50-C4-24k", {"bbox"})])
+def test_other_meta_architectures_train_and_evaluate(tiny_coco, weights, tmp_path, protocol, tasks):
+    """C4 (ExtraNorm head), Cascade, Faster C4 (VOC protocol; COCO-format tiny set, pycocotools eval)."""
+    from infomin_det.engine.trainer import train_worker
+
+    spec = _spec(tiny_coco, weights, tmp_path / "r", protocol=protocol)
+    spec = dataclasses.replace(spec, opts=TINY + ("MODEL.RESNETS.DEPTH", "50"))  # the tiny R-50 weights
+    results = train_worker(spec)
+    assert set(results) == tasks
+    assert any("bbox/AP" in l for l in (tmp_path / "r" / "metrics.json").read_text().splitlines())
+
+
+def test_two_process_gloo_syncbn_run(tiny_coco, weights, tmp_path):
+    from infomin_det.cli import main
+
+    ds = "coco-json:{}:{}:{}:{}".format(*tiny_coco["train"], *tiny_coco["val"])
+    rc = main(["train", "--protocol", "coco/R50-FPN-1x", "--weights", str(weights), "--dataset", ds,
+               "--output-dir", str(tmp_path / "r"), "--num-processes", "2", "--threads", "1", *TINY])
+    assert rc == 0
+    cfg = (tmp_path / "r" / "config.yaml").read_text()
+    assert "naiveSyncBN" in cfg
+    assert json.loads((tmp_path / "r" / "final_results.json").read_text())["bbox"]
