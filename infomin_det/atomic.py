@@ -2,12 +2,14 @@
 
 ``atomic_write(path)`` yields a temporary path in the same directory (same filesystem, so
 ``os.replace`` is atomic); on success it is renamed onto ``path``, on any exception it is removed.
+``atomic_directory(path)`` does the same for a directory built in one go (a cached data set).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -33,3 +35,24 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Replace ``path`` with ``text`` atomically."""
     with atomic_write(path) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp directory beside ``path``; rename it to ``path`` when the block succeeds.
+
+    If another process renamed its own build into place first, this build is discarded (callers
+    build deterministically, so both are the same). On any exception the temp directory is removed.
+    """
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

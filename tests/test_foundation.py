@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from infomin_det.atomic import atomic_write, write_text_atomic
+from infomin_det.atomic import atomic_directory, atomic_write, write_text_atomic
 from infomin_det.cli import main
 from infomin_det.errors import UserError
 from infomin_det.rundir import RunInfo, run_dir
@@ -22,6 +22,20 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_atomic_directory_renames_on_success_and_cleans_up_on_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_directory(tmp_path / "set") as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("killed mid-build")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_directory(tmp_path / "set") as tmp:
+        (tmp / "a.txt").write_text("first")
+    with atomic_directory(tmp_path / "set") as tmp:      # a second build of the same set loses the race
+        (tmp / "a.txt").write_text("second")
+    assert (tmp_path / "set" / "a.txt").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]
 
 
 def test_weights_meta_round_trip_and_config_values():

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from infomin_det.atomic import atomic_directory
 from infomin_det.data.debian import cache_dir, read_manifest
 from infomin_det.data.photos import CUTOUT_CATEGORIES, Cutout, Photo, cutouts, photos
 
@@ -144,8 +142,7 @@ def build_composites(n_train: int = 240, n_val: int = 60, size: int = 320, seed:
     base.mkdir(parents=True, exist_ok=True)
     final = base / f"{size}px-{n_train}+{n_val}-seed{seed}-{key}"
     if not (final / "manifest.json").is_file():
-        tmp = Path(tempfile.mkdtemp(prefix=".build.", dir=base))
-        try:
+        with atomic_directory(final) as tmp:
             rng = np.random.default_rng(seed + 1)
             for name, n in (("train", n_train), ("val", n_val)):
                 bgs, cuts = srcs[name]
@@ -155,13 +152,5 @@ def build_composites(n_train: int = 240, n_val: int = 60, size: int = 320, seed:
                         "splits": {name: {"backgrounds": [str(ph.path) for ph in s[0]],
                                           "cutouts": [str(c.path) for c in s[1]]} for name, s in srcs.items()}}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-            os.chmod(tmp, 0o755)
-            try:
-                os.replace(tmp, final)
-            except OSError:  # another process finished the same build first
-                shutil.rmtree(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return CompositeSet(final, {n: (final / f"{n}.json", final / n) for n in ("train", "val")},
                         list(CUTOUT_CATEGORIES))

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from infomin_det.atomic import atomic_directory
 from infomin_det.data.composites import _background, _paste, split_sources
 from infomin_det.data.debian import cache_dir, read_manifest
 from infomin_det.data.photos import photos
@@ -41,8 +39,7 @@ def build_pretrain_set(n_images: int = 3000, size: int = 96, seed: int = 0) -> P
     final = base / f"{size}px-{n_images}-seed{seed}-{key}"
     if (final / "manifest.json").is_file():
         return final
-    tmp = Path(tempfile.mkdtemp(prefix=".build.", dir=base))
-    try:
+    with atomic_directory(final) as tmp:
         (tmp / "images").mkdir()
         rng = np.random.default_rng(seed + 2)
         for i in tqdm(range(n_images), desc="pretrain crops", unit="img"):
@@ -57,12 +54,4 @@ def build_pretrain_set(n_images: int = 3000, size: int = 96, seed: int = 0) -> P
                     "licences": {p: list(read_manifest(p).licences) for p in versions},
                     "photos": [str(p.path) for p in pool], "cutouts": [str(c.path) for c in train_cuts]}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.chmod(tmp, 0o755)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished the same build first
-            shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
