@@ -17,11 +17,8 @@ import argparse
 import json
 import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -36,23 +33,10 @@ def cache_dir() -> Path:
 
 
 def source_photos(cache: Path) -> list[Path]:
-    """Real photos (JPEG) from a Debian wallpaper package, downloaded and unpacked once."""
-    root = cache / PACKAGE
-    if not root.exists():
-        for tool in ("apt-get", "dpkg-deb"):
-            if not shutil.which(tool):
-                sys.exit(f"error: {tool} not found\n  fix: run on Debian/Ubuntu, or put JPEG photos in {root}")
-        with tempfile.TemporaryDirectory() as tmp:
-            r = subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True)
-            debs = list(Path(tmp).glob("*.deb"))
-            if r.returncode or not debs:
-                sys.exit(f"error: apt-get download {PACKAGE} failed: {r.stderr.strip()[-200:]}\n"
-                         f"  fix: run apt-get update, or put JPEG photos in {root}")
-            part = Path(tmp) / "x"
-            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(part)], check=True)
-            root.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(part), root)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    """Real photos from a Debian wallpaper package, through the project's cached fetcher."""
+    from infomin_det.data.photos import photos
+
+    return [p.path for p in photos(packages=[PACKAGE])]
 
 
 def make_inputs(cache: Path, n: int) -> list[Path]:
