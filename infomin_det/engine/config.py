@@ -8,8 +8,6 @@ convention -> supervised; torchvision convention -> ssl (``spec.extra["family"]`
 from __future__ import annotations
 
 import json
-import logging
-import math
 from pathlib import Path
 
 import torch
@@ -18,22 +16,14 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.utils import comm
 
-from infomin_det.engine import extensions
+from infomin_det.engine import heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError
 from infomin_det.protocols import config_path, family_for_weights
-from infomin_det.engine.weights_check import check_weights, weights_meta
+from infomin_det.engine.weights_check import cfg_value, check_weights, weights_meta
 from infomin_det.weights_meta import WeightsMeta
 
-logger = logging.getLogger(__name__)
 NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
-
-
-def _get(cfg: CfgNode, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
 
 
 def register_dataset(cfg: CfgNode, dataset: str) -> None:
@@ -79,10 +69,10 @@ def adapt_to_runtime(cfg: CfgNode) -> None:
         cfg.MODEL.DEVICE = "cpu"
     if cfg.MODEL.DEVICE == "cpu" and comm.get_world_size() > 1:
         for key in NORM_KEYS:
-            if _get(cfg, key) == "SyncBN":
+            if cfg_value(cfg, key) == "SyncBN":
                 head = "ROI_" in key
                 node, leaf = key.rsplit(".", 1)
-                _get(cfg, node)[leaf] = "naiveSyncBN_N" if head else "naiveSyncBN"
+                cfg_value(cfg, node)[leaf] = "naiveSyncBN_N" if head else "naiveSyncBN"
 
 
 def build_config(spec: TrainSpec) -> tuple[CfgNode, str, WeightsMeta | None]:
@@ -90,7 +80,7 @@ def build_config(spec: TrainSpec) -> tuple[CfgNode, str, WeightsMeta | None]:
     weights = "" if spec.weights in ("", "none") else spec.weights
     meta = weights_meta(weights) if weights else None
     family = spec.family or spec.extra.get("family") or family_for_weights(meta, weights)
-    cfg = extensions.add_infomin_config(get_cfg())
+    cfg = get_cfg()
     cfg.merge_from_file(str(config_path(spec.protocol, family)))
     if weights or family == "random":
         cfg.MODEL.WEIGHTS = weights

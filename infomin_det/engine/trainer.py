@@ -25,7 +25,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from infomin_det.atomic import atomic_write, write_text_atomic
-from infomin_det.engine import extensions  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from infomin_det.engine import heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from infomin_det.engine.config import build_config
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from infomin_det.errors import UserError
-from infomin_det.weights_meta import CATALOG, TORCHVISION, WeightsMeta
+from infomin_det.weights_meta import CATALOG, WeightsMeta
 
 RANDOM = ("", "none")
 NORM_KEY = "MODEL.RESNETS.NORM"
@@ -21,17 +21,6 @@ NORM_KEY = "MODEL.RESNETS.NORM"
 
 def is_random(weights: str) -> bool:
     return weights in RANDOM
-
-
-def family_of(meta: WeightsMeta | None, weights: str) -> str:
-    """``random`` for no weights, ``ssl`` for torchvision-convention weights, ``supervised`` for caffe2."""
-    if is_random(weights):
-        return "random"
-    if meta is None:
-        raise UserError(f"cannot tell the weight family of {weights!r}: it carries no infomin-det metadata",
-                        f"convert it with `infomin-det convert {weights} <out>.pkl`, or pass "
-                        "--family ssl|supervised --allow-mismatch all")
-    return "ssl" if meta.convention == TORCHVISION else "supervised"
 
 
 def weights_meta(weights: str) -> WeightsMeta | None:
@@ -54,7 +43,8 @@ def weights_meta(weights: str) -> WeightsMeta | None:
     return read_d2_pkl(path).meta
 
 
-def _get(cfg: Any, key: str) -> Any:
+def cfg_value(cfg: Any, key: str) -> Any:
+    """``cfg`` value at the dotted ``key`` (``MODEL.RESNETS.DEPTH``)."""
     node = cfg
     for part in key.split("."):
         node = node[part]
@@ -84,9 +74,9 @@ def _fmt(v: Any) -> str:
 
 def mismatches(cfg: Any, meta: WeightsMeta) -> list[tuple[str, Any, Any]]:
     """``[(key, config value, required value)]`` for every disagreement."""
-    out = [(k, _get(cfg, k), want) for k, want in meta.config_values().items() if not _same(_get(cfg, k), want)]
-    if meta.norm_fused and _get(cfg, NORM_KEY) != "FrozenBN":
-        out.append((NORM_KEY, _get(cfg, NORM_KEY), "FrozenBN"))
+    out = [(k, cfg_value(cfg, k), want) for k, want in meta.config_values().items() if not _same(cfg_value(cfg, k), want)]
+    if meta.norm_fused and cfg_value(cfg, NORM_KEY) != "FrozenBN":
+        out.append((NORM_KEY, cfg_value(cfg, NORM_KEY), "FrozenBN"))
     return out
 
 

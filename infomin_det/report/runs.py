@@ -20,19 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infomin_det.errors import UserError
+from infomin_det.protocols import list_protocols
 from infomin_det.report.parse import Metrics, ParseError, read_copypaste, read_metrics_json
 
 RUN_FILES = ("metrics.json", "log.txt", "run.json")
 REGISTRY = Path("launch") / "registry.json"
 DEFAULT_ROOT = "runs"
 
-# The toolkit's protocol ids (transfer_configs/<id>.yaml); the report keys the paper data by them.
-PROTOCOLS = (
-    "coco/R50-FPN-1x", "coco/R50-FPN-2x", "coco/R50-FPN-6x", "coco/R50-C4-1x", "coco/R50-C4-2x",
-    "coco/R101-C4-1x", "coco/R101-C4-2x", "coco/R101-FPN-1x", "coco/R101-FPN-2x", "coco/R101-FPN-6x",
-    "coco/Cascade-R101-FPN-1x", "coco/Cascade-R101-FPN-2x", "coco/Cascade-R101-FPN-6x",
-    "coco/X101-FPN-1x", "coco/X101-FPN-2x", "coco/X152-FPN-1x", "voc/R50-C4-24k",
-)
+PROTOCOLS = frozenset(p.id for p in list_protocols())  # ids of transfer_configs/<id>.<family>.yaml
 _SCHEDULES = {90000: "1x", 180000: "2x", 540000: "6x"}
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 
