@@ -46,6 +46,10 @@ def slurm_cluster():
         _unavailable("SLURM is not installed and apt-get is not available to install it")
     directory = Path(tempfile.gettempdir()) / "infomin-det-slurm-pytest"
     env = dict(os.environ, SLURM_PORT_BASE=str(PORT_BASE), SLURM_CPUS="8")
+    # a fresh cluster per session: daemons left by a killed session are stopped and their state (job
+    # state, spool, accounting db) wiped, so that a state dir corrupted by e.g. a full disk cannot wedge slurmd
+    subprocess.run(["bash", str(SCRIPTS / "stop.sh"), str(directory)], capture_output=True, timeout=120)
+    shutil.rmtree(directory, ignore_errors=True)
     proc = subprocess.run(["bash", str(SCRIPTS / "start.sh"), str(directory)], env=env,
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
