@@ -14,6 +14,7 @@ Sizes live in :class:`DemoSize`: ``QUICK`` is the CI smoke run, ``FULL`` the REA
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,10 @@ CATEGORIES = 8  # tuxpaint cut-out classes in the composite set
 
 @dataclass(frozen=True)
 class DemoSize:
-    """Budget of one demo run. Images in pixels; steps/iterations are optimiser steps."""
+    """Budget of one demo run. Images in pixels; steps/iterations are optimiser steps.
+
+    supervised_epochs: epochs of the supervised R-18 on the labelled cut-out set (row (c)); 0 = no row.
+    """
 
     pretrain_images: int
     pretrain_steps: int
@@ -38,50 +42,73 @@ class DemoSize:
     det_size: int
     finetune_iters: int
     seeds: int
+    supervised_epochs: int
+    labelled_per_class: int  # training images per class of the labelled set (val: a third of it)
 
 
 QUICK = DemoSize(pretrain_images=200, pretrain_steps=10, pretrain_batch=16, det_train=24, det_val=8,
-                 det_size=128, finetune_iters=6, seeds=2)
-FULL = DemoSize(pretrain_images=3000, pretrain_steps=600, pretrain_batch=32, det_train=240, det_val=60,
-                det_size=256, finetune_iters=300, seeds=3)
+                 det_size=128, finetune_iters=12, seeds=2, supervised_epochs=1, labelled_per_class=12)
+FULL = DemoSize(pretrain_images=3000, pretrain_steps=1000, pretrain_batch=32, det_train=240, det_val=60,
+                det_size=192, finetune_iters=200, seeds=3, supervised_epochs=30, labelled_per_class=150)
 
 
 def finetune_opts(size: DemoSize) -> tuple[str, ...]:
-    """Overrides that turn the R50-FPN protocol into the demo's R-18 FPN on small composites."""
+    """Overrides that turn the R50-FPN protocol into the demo's R-18 FPN on small composites.
+
+    Besides depth and input size, the FPN and head widths drop from 256 to 128 channels and the
+    ROI sample from 512 to 64 per image: on CPU the 4conv1fc box head dominates an iteration
+    (256 px, 1 thread: 4.5 s/iter at the protocol's widths, 1.25 s at these)."""
     it = size.finetune_iters
     return ("MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+            "MODEL.FPN.OUT_CHANNELS", "128", "MODEL.ROI_BOX_HEAD.CONV_DIM", "128",
+            "MODEL.ROI_MASK_HEAD.CONV_DIM", "128", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
+            "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "128",
             "MODEL.ROI_HEADS.NUM_CLASSES", str(CATEGORIES), "INPUT.MASK_FORMAT", "bitmask",
             "INPUT.MIN_SIZE_TRAIN", f"({size.det_size},)", "INPUT.MAX_SIZE_TRAIN", str(size.det_size),
             "INPUT.MIN_SIZE_TEST", str(size.det_size), "INPUT.MAX_SIZE_TEST", str(size.det_size),
             "SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.02", "SOLVER.MAX_ITER", str(it),
             "SOLVER.STEPS", f"({int(it * 0.75)},)", "SOLVER.WARMUP_ITERS", str(max(1, it // 10)),
             "SOLVER.CHECKPOINT_PERIOD", str(max(1, it // 2)), "TEST.PRECISE_BN.NUM_ITER", "5",
-            "DATALOADER.NUM_WORKERS", "0", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "128",
-            "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "128")
+            "DATALOADER.NUM_WORKERS", "0")
 
 
-def _wait(submitted, console: Console, what: str) -> list[dict]:
-    """Block until every submitted job ends; a failed one is a UserError naming its log."""
+def _run(tasks: list, root: Path, options, cluster: str, console: Console, what: str) -> None:
+    """Submit ``tasks`` through the launcher and block until all end; a failed run is a UserError.
+
+    On ``local`` the runs go in waves of one per core (``options.cpus_per_task`` threads each): nine
+    1-thread Detectron2 runs started at once on 2 cores run ~6x slower than in waves (cache and
+    memory thrash). A scheduler (``slurm``) gets them all at once. Ctrl-C cancels the running jobs.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    jobs = [s for s in submitted if s.job is not None]
+    from infomin_det.launch import submit_tasks
+
+    per_wave = max(1, (os.cpu_count() or 1) // options.cpus_per_task) if cluster == "local" else len(tasks)
     with Progress(TextColumn(f"[bold]{what}"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
-        task = bar.add_task(what, total=len(jobs))
-        while True:
-            done = sum(j.job.done() for j in jobs)
-            bar.update(task, completed=done)
-            if done == len(jobs):
-                break
-            time.sleep(2)
-    results = []
-    for s in jobs:
-        err = s.job.exception()
-        if err is not None:
-            raise UserError(f"{what}: run {s.key} failed: {str(err).strip().splitlines()[-1][:300]}",
-                            f"see {s.job.paths.stderr} and {s.output_dir}/log.txt")
-        results.append(s.job.result())
-    return results
+        progress = bar.add_task(what, total=len(tasks))
+        finished = 0
+        for i in range(0, len(tasks), per_wave):
+            wave = tasks[i:i + per_wave]
+            submitted = submit_tasks(wave, root, options, cluster=cluster, command=["infomin-det", "demo"])
+            jobs = [s for s in submitted if s.job is not None]
+            finished += len(wave) - len(jobs)  # finished by an earlier call: skipped
+            try:
+                while (done := sum(s.job.done() for s in jobs)) < len(jobs):
+                    bar.update(progress, completed=finished + done)
+                    time.sleep(2)
+            except KeyboardInterrupt:  # local jobs outlive the demo's SIGTERM otherwise
+                for s in jobs:
+                    if not s.job.done():
+                        s.job.cancel(check=False)
+                raise
+            finished += len(jobs)
+            bar.update(progress, completed=finished)
+            for s in jobs:
+                err = s.job.exception()
+                if err is not None:
+                    raise UserError(f"{what}: run {s.key} failed: {str(err).strip().splitlines()[-1][:300]}",
+                                    f"see {s.job.paths.stderr} and {s.output_dir}/log.txt")
 
 
 def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", console: Console | None = None) -> dict:
@@ -89,14 +116,16 @@ def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", con
     from infomin_det.convert.converter import convert
     from infomin_det.convert.verify import verify
     from infomin_det.data.composites import build_composites
+    from infomin_det.data.labelled_set import build_labelled_set
     from infomin_det.data.pretrain_set import build_pretrain_set
     from infomin_det.engine.spec import TrainSpec
-    from infomin_det.launch import DistributedTask, ExecutorOptions, submit_tasks
+    from infomin_det.launch import DistributedTask, ExecutorOptions
     from infomin_det.report.aggregate import build_tables
     from infomin_det.report.plot import plot_gaps
     from infomin_det.report.render import print_terminal, to_json, to_markdown
     from infomin_det.report.runs import find_runs
     from infomin_det.rundir import run_dir
+    from pretrain.supervised import SupervisedSpec
     from pretrain.train import PretrainSpec
 
     console = console or Console()
@@ -111,47 +140,58 @@ def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", con
     console.rule("[bold]1/5 data: composites of real photos (Debian packages, cached)")
     pre_root = build_pretrain_set(size.pretrain_images, 96, seed=0)
     det = build_composites(size.det_train, size.det_val, size.det_size, seed=0)
-    console.print(f"pretraining crops: {pre_root}\ndetection composites: {det.root}")
+    lab_root = build_labelled_set(size.labelled_per_class, max(1, size.labelled_per_class // 3), 64, seed=0)
+    console.print(f"pretraining crops: {pre_root}\ndetection composites: {det.root}\nlabelled cut-outs: {lab_root}")
     step("data")
 
-    console.rule("[bold]2/5 pretrain InfoMin ResNet-18 (MoCo v2, InfoMin augmentation)")
+    console.rule("[bold]2/5 pretrain InfoMin ResNet-18 (MoCo v2, InfoMin augmentation) | supervised ResNet-18")
+    per_epoch = size.pretrain_images // size.pretrain_batch
+    # the cosine schedule ends at pretrain_steps; m = 0.99: at 0.999 the key encoder of a 1000-step run
+    # would still be 37 % its random initialisation
     pspec = PretrainSpec(data=str(pre_root / "images"), output_dir=str(out / "pretrain"), arch="R-18",
-                         epochs=10_000, max_steps=size.pretrain_steps, batch_size=size.pretrain_batch,
-                         queue_size=size.pretrain_batch * 64, image_size=64, workers=0, device="cpu",
-                         tensorboard=False, progress=False)
-    opts = ExecutorOptions(cpus_per_task=2, timeout_min=120, array_parallelism=64)
-    pre = submit_tasks([DistributedTask("pretrain.train:pretrain_worker", pspec, threads=2, label="pretrain")],
-                       out / "pretrain_exp", opts, cluster=cluster, command=["infomin-det", "demo"])
-    done = _wait(pre, console, "pretrain")
-    ckpt = done[0]["checkpoint"] if done else str(_newest_checkpoint(out / "pretrain"))
-    console.print(f"checkpoint {ckpt}")
+                         epochs=-(-size.pretrain_steps // per_epoch), max_steps=size.pretrain_steps,
+                         batch_size=size.pretrain_batch, queue_size=size.pretrain_batch * 64, moco_momentum=0.99,
+                         image_size=64, workers=0, device="cpu", tensorboard=False, progress=False)
+    sspec = SupervisedSpec(train=str(lab_root / "train"), val=str(lab_root / "val"),
+                           output_dir=str(out / "supervised"), epochs=size.supervised_epochs,
+                           batch_size=min(64, size.labelled_per_class * CATEGORIES), progress=False)
+    first = [DistributedTask("pretrain.train:pretrain_worker", pspec, threads=1, label="pretrain"),
+             DistributedTask("pretrain.supervised:train_supervised", sspec, threads=1, label="supervised")]
+    _run(first, out / "pretrain_exp", ExecutorOptions(cpus_per_task=1, timeout_min=120), cluster, console, "pretrain")
+    ckpt, sup = _result(out / "pretrain")["checkpoint"], _result(out / "supervised")
+    console.print(f"InfoMin checkpoint {ckpt}\nsupervised checkpoint {sup['checkpoint']} "
+                  f"(top-1 {sup['top1']:.1f} % on the {sup['val_images']} held-out cut-out images)")
     step("pretrain")
 
     console.rule("[bold]3/5 convert + verify")
-    pkl = out / "infomin_r18.pkl"
-    conv = convert(ckpt, pkl, force=True)
-    ver = verify(pkl, source=ckpt)
-    console.print(ver.render())
-    if not ver.passed:
-        raise UserError("the converted backbone does not reproduce its source", f"see the verify report above ({pkl})")
+    weights = {"random": ""}
+    verified = {}
+    for name, src in (("infomin-r18", ckpt), ("supervised-r18", sup["checkpoint"])):
+        pkl = out / f"{name}.pkl"
+        conv = convert(src, pkl, force=True)
+        ver = verify(pkl, source=src)
+        console.print(f"[bold]{name}[/] ({conv.meta.source_format})")
+        console.print(ver.render())
+        if not ver.passed:
+            raise UserError(f"the converted {name} backbone does not reproduce its source",
+                            f"see the verify report above ({pkl})")
+        weights[name], verified[name] = str(pkl), conv.meta.source_format
     step("convert+verify")
 
-    console.rule("[bold]4/5 fine-tune Mask R-CNN R-18 FPN: random init vs InfoMin, seeds "
+    console.rule("[bold]4/5 fine-tune Mask R-CNN R-18 FPN: random init vs InfoMin vs supervised, seeds "
                  f"0..{size.seeds - 1}")
     tr, va = det.splits["train"], det.splits["val"]
     dataset = f"coco-json:{tr[0]}:{tr[1]}:{va[0]}:{va[1]}"
     runs_root = out / "runs"
     tasks = []
-    for name, weights in (("random", ""), ("infomin-r18", str(pkl))):
+    for name, w in weights.items():
         for seed in range(size.seeds):
-            spec = TrainSpec(protocol=PROTOCOL, weights=weights, weights_name=name, seed=seed, experiment="demo",
+            spec = TrainSpec(protocol=PROTOCOL, weights=w, weights_name=name, seed=seed, experiment="demo",
                              output_dir=str(run_dir(runs_root, "demo", PROTOCOL, name, seed)),
                              opts=finetune_opts(size), dataset=dataset)
             tasks.append(DistributedTask("infomin_det.engine.trainer:train_worker", spec, detectron2_comm=True,
                                          threads=1, label=f"{name}/seed{seed}"))
-    sub = submit_tasks(tasks, runs_root / "demo", ExecutorOptions(cpus_per_task=1, timeout_min=120),
-                       cluster=cluster, command=["infomin-det", "demo"])
-    _wait(sub, console, "fine-tune")
+    _run(tasks, runs_root / "demo", ExecutorOptions(cpus_per_task=1, timeout_min=120), cluster, console, "fine-tune")
     step("fine-tune")
 
     console.rule("[bold]5/5 report")
@@ -162,16 +202,17 @@ def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", con
     png = plot_gaps(tables, out / "gaps.png")
     step("report")
     summary = {"size": asdict(size), "cluster": cluster, "timings_s": timings,
-               "total_s": round(time.perf_counter() - t0, 1), "checkpoint": ckpt, "weights": str(pkl),
-               "verify_passed": ver.passed, "converted_from": conv.meta.source_format,
+               "total_s": round(time.perf_counter() - t0, 1), "checkpoint": ckpt, "weights": weights,
+               "verify_passed": True, "converted_from": verified, "supervised_top1": sup["top1"],
                "report": json.loads(to_json(tables)), "plot": str(png)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(f"[bold]demo finished in {summary['total_s']} s[/] -- table {out / 'report.md'}, plot {png}")
     return summary
 
 
-def _newest_checkpoint(d: Path) -> Path:
-    cks = sorted(d.glob("checkpoint_*.pth"))
-    if not cks:
-        raise UserError(f"pretraining wrote no checkpoint in {d}", "see the pretrain logs under the demo directory")
-    return cks[-1]
+def _result(run: Path) -> dict:
+    """The worker's result of a finished launcher run (``launch_result.json``)."""
+    path = run / "launch_result.json"
+    if not path.is_file():
+        raise UserError(f"{run} has no launch_result.json (the run did not finish)", f"see the logs under {run}")
+    return json.loads(path.read_text())["result"]

@@ -140,8 +140,10 @@ def train_worker(spec: TrainSpec) -> dict:
     ``spec.output_dir/last_checkpoint`` exists.
     """
     world, rank = comm.get_world_size(), comm.get_rank()
-    if not torch.cuda.is_available():
-        torch.set_num_threads(int(spec.extra.get("threads") or max(1, (os.cpu_count() or 1) // world)))
+    if not torch.cuda.is_available():  # thread budget: the spec, else the launcher's OMP_NUM_THREADS, else cores / world
+        # (never more: two 2-thread runs on 2 cores spin in OpenMP barriers at ~1/9 of their speed)
+        torch.set_num_threads(int(spec.extra.get("threads") or os.environ.get("OMP_NUM_THREADS")
+                                  or max(1, (os.cpu_count() or 1) // world)))
     cfg, family, meta = build_config(spec)
     out = Path(cfg.OUTPUT_DIR)
     out.mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,7 @@ class DistributedTask:
         try:
             import torch
 
+            os.environ["OMP_NUM_THREADS"] = str(self.threads)  # the budget workers read (train_worker)
             torch.set_num_threads(self.threads)
             backend = init_distributed(place, self.detectron2_comm)
             spec = self.spec
