@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "status": ("infomin_det.launch.status_cli", "show pending/running/done/failed runs of an experiment"),
     "report": ("infomin_det.report.cli", "AP tables over runs, with gaps to a baseline"),
     "pretrain": ("pretrain.cli", "pretrain an InfoMin backbone (MoCo v2 + JigSaw)"),
+    "sweep": ("pretrain.views.sweep_cli", "vary one view parameter: pretrain + linear-evaluate, plot I_NCE vs accuracy"),
     "demo": ("infomin_det.demo.cli", "end-to-end demo on CPU: pretrain, convert, fine-tune, report"),
 }
 

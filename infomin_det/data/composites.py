@@ -61,7 +61,9 @@ def split_sources(seed: int) -> dict[str, tuple[list[Photo], list[Cutout]]]:
     return {"train": (bg_train, cut_train), "val": (bg_val, cut_val)}
 
 
-def _background(photo: Photo, size: int, rng: np.random.Generator) -> np.ndarray:
+def background_crop(photo: Photo, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random square crop (40-100% of the short side) of ``photo``, resized to ``size`` px:
+    (size, size, 3) float32 in 0..255."""
     with Image.open(photo.path) as im:
         im.draft("RGB", (size * 3, size * 3))
         im = im.convert("RGB")
@@ -72,14 +74,18 @@ def _background(photo: Photo, size: int, rng: np.random.Generator) -> np.ndarray
     return np.asarray(im, dtype=np.float32)
 
 
-def _paste(img: np.ndarray, cut: Cutout, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Alpha-blend ``cut`` into ``img`` (H x W x 3 float, in place); return its full mask (H x W bool)."""
+def paste_cutout(img: np.ndarray, cut: Cutout, size: int, rng: np.random.Generator,
+                 scale: tuple[float, float] = (0.2, 0.5)) -> np.ndarray:
+    """Alpha-blend ``cut`` into ``img`` (H x W x 3 float, in place); return its full mask (H x W bool).
+
+    The cut-out's longest side is ``U(scale) * size`` px; it is flipped with p .5 and placed uniformly.
+    """
     with Image.open(cut.path) as im:
         im = im.convert("RGBA")
     im = im.crop(im.getchannel("A").point(lambda a: 255 if a >= 128 else 0).getbbox())
-    longest = rng.uniform(0.2, 0.5) * size
-    scale = longest / max(im.size)
-    im = im.resize((max(4, int(im.width * scale)), max(4, int(im.height * scale))), Image.BILINEAR)
+    longest = rng.uniform(*scale) * size
+    factor = longest / max(im.size)
+    im = im.resize((max(4, int(im.width * factor)), max(4, int(im.height * factor))), Image.BILINEAR)
     if rng.random() < 0.5:
         im = im.transpose(Image.FLIP_LEFT_RIGHT)
     a = np.asarray(im, dtype=np.float32)
@@ -93,6 +99,11 @@ def _paste(img: np.ndarray, cut: Cutout, size: int, rng: np.random.Generator) ->
     return mask
 
 
+# old private names (tests/test_data_composites.py still calls ``_paste``)
+_background = background_crop
+_paste = paste_cutout
+
+
 def _write_split(out: Path, name: str, n: int, bgs: list[Photo], cuts: list[Cutout], size: int,
                  max_objects: int, rng: np.random.Generator) -> tuple[Path, Path]:
     from pycocotools import mask as mask_util
@@ -102,11 +113,11 @@ def _write_split(out: Path, name: str, n: int, bgs: list[Photo], cuts: list[Cuto
     img_dir.mkdir()
     images, anns = [], []
     for i in tqdm(range(n), desc=f"composites/{name}", unit="img"):
-        img = _background(bgs[int(rng.integers(len(bgs)))], size, rng)
+        img = background_crop(bgs[int(rng.integers(len(bgs)))], size, rng)
         placed: list[tuple[Cutout, np.ndarray, int]] = []  # cut-out, visible mask, full area
         for _ in range(int(rng.integers(1, max_objects + 1))):
             cut = cuts[int(rng.integers(len(cuts)))]
-            m = _paste(img, cut, size, rng)
+            m = paste_cutout(img, cut, size, rng)
             placed = [(c, pm & ~m, a) for c, pm, a in placed] + [(cut, m, int(m.sum()))]
         fname = f"{i:06d}.jpg"
         Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8)).save(img_dir / fname, quality=95)

@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from infomin_det.atomic import atomic_directory
-from infomin_det.data.composites import _background, _paste, split_sources
+from infomin_det.data.composites import background_crop, paste_cutout, split_sources
 from infomin_det.data.debian import cache_dir, read_manifest
 from infomin_det.data.photos import photos
 
@@ -44,10 +44,10 @@ def build_pretrain_set(n_images: int = 3000, size: int = 96, seed: int = 0) -> P
         rng = np.random.default_rng(seed + 2)
         for i in tqdm(range(n_images), desc="pretrain crops", unit="img"):
             if i % 3 == 2:
-                img = _background(train_bgs[int(rng.integers(len(train_bgs)))], size, rng)
-                _paste(img, train_cuts[int(rng.integers(len(train_cuts)))], size, rng)
+                img = background_crop(train_bgs[int(rng.integers(len(train_bgs)))], size, rng)
+                paste_cutout(img, train_cuts[int(rng.integers(len(train_cuts)))], size, rng)
             else:
-                img = _background(pool[int(rng.integers(len(pool)))], size, rng)
+                img = background_crop(pool[int(rng.integers(len(pool)))], size, rng)
             Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8)).save(
                 tmp / "images" / f"{i:06d}.jpg", quality=95)
         manifest = {**params, "description": "crops of real photos (STL-10-like)",
