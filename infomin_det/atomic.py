@@ -3,11 +3,13 @@
 ``atomic_write(path)`` yields a temporary path in the same directory (same filesystem, so
 ``os.replace`` is atomic); on success it is renamed onto ``path``, on any exception it is removed.
 ``atomic_directory(path)`` does the same for a directory built in one go (a cached data set).
+``file_lock(path)`` serialises processes that would build the same entry (fcntl, exclusive).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -56,3 +58,14 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block."""
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -123,11 +123,11 @@ def test_cli_end_to_end_then_resume(cache, tmp_path, capsys):
     for r, j in zip(rows, doc["rows"]):
         point = json.loads((out / "points" / f"frequency_{j['value']:g}_seed0.json").read_text())["row"]
         assert point == j  # per-point file, json and csv tell the same numbers
-        for key in ("i_nce", "log_k", "linear_top1", "val_contrast_acc"):
+        for key in ("i_nce", "log_k", "linear_top1", "init_linear_top1", "val_contrast_acc"):
             assert float(r[key]) == pytest.approx(j[key], rel=1e-12)
         assert j["k"] == 32 and j["log_k"] == pytest.approx(math.log(32))
         assert j["i_nce"] <= j["log_k"] + 1e-9
-        assert 0 <= j["linear_top1"] <= 100 and 0 <= j["val_contrast_acc"] <= 100
+        assert all(0 <= j[k] <= 100 for k in ("linear_top1", "init_linear_top1", "val_contrast_acc"))
         assert j["train_seconds"] > 0
     for s, j in zip(doc["summary"], doc["rows"]):  # one seed: mean = the row, std = 0
         assert s["value"] == j["value"] and s["i_nce_mean"] == j["i_nce"] and s["linear_top1_std"] == 0
@@ -194,15 +194,18 @@ def test_list_families(capsys):
 
 
 def test_sweep_runs_with_detectron2_blocked(cache, tmp_path):
-    """A fresh interpreter where ``import detectron2`` fails runs a (tiny) crop sweep to the end."""
+    """A fresh interpreter where ``import detectron2`` fails runs a (tiny) crop sweep to the end;
+    both values share the seed's initial encoder, so their untrained-encoder accuracy is equal."""
     out = tmp_path / "no-d2"
     code = ("import sys; sys.modules['detectron2'] = None\n"
             "from infomin_det.cli import main\n"
-            f"rc = main(['sweep', '--family', 'crop', '--values', '0.3', '--out', {str(out)!r}, {', '.join(map(repr, SMALL))}, '--steps', '5'])\n"
+            f"rc = main(['sweep', '--family', 'crop', '--values', '0.3,1', '--out', {str(out)!r}, {', '.join(map(repr, SMALL))}, '--steps', '5'])\n"
             "assert sys.modules['detectron2'] is None and not any(m.startswith('detectron2.') for m in sys.modules)\n"
             "sys.exit(rc)\n")
     env = {**os.environ, "INFOMIN_DET_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows, doc = _read(out)
-    assert len(rows) == 1 and rows[0]["family"] == "crop" and doc["spec"]["steps"] == 5
+    assert len(rows) == 2 and {r["family"] for r in rows} == {"crop"} and doc["spec"]["steps"] == 5
+    assert rows[0]["init_linear_top1"] == rows[1]["init_linear_top1"]
+    assert doc["rows"][0]["i_nce"] != doc["rows"][1]["i_nce"]  # c = 1 (identical views) vs c = 0.3

@@ -18,19 +18,16 @@ processes) are serialised with a file lock.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
-from infomin_det.atomic import write_text_atomic
+from infomin_det.atomic import file_lock, write_text_atomic
 from infomin_det.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -91,16 +88,6 @@ def licences_of(copyright_file: Path) -> tuple[str, ...]:
                 if value:
                     seen.setdefault(value, None)
     return tuple(seen)
-
-
-@contextmanager
-def _lock(name: str) -> Iterator[None]:
-    with open(debian_dir() / f".{name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _unavailable(name: str, why: str) -> UserError:
@@ -165,7 +152,7 @@ def fetch(name: str, progress: bool = True) -> Package:
         return cached
     if shutil.which("dpkg-deb") is None:
         raise _unavailable(name, "dpkg-deb is not installed (package 'dpkg')")
-    with _lock(name):
+    with file_lock(debian_dir() / f".{name}.lock"):
         cached = read_manifest(name)  # another process may have finished it meanwhile
         if cached is not None:
             return cached

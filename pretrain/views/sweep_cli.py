@@ -97,12 +97,13 @@ def _print_rows(result: sw.SweepResult, spec: sw.SweepSpec) -> None:
     fam = spec.fam
     table = Table(title=f"{spec.family} sweep ({spec.steps} steps x {spec.batch_size} pairs, {spec.image_size} px)")
     for col in (f"{fam.param} ({fam.unit})", "seed", "I_NCE (nats)", "log K", "val pair acc %",
-                "linear top-1 %", "train s", "new"):
+                "linear top-1 %", "untrained top-1 %", "train s", "new"):
         table.add_column(col, justify="right")
     trained = set(result.trained)
     for r in result.rows:
         table.add_row(f"{r['value']:g}", str(r["seed"]), f"{r['i_nce']:.3f}", f"{r['log_k']:.3f}",
-                      f"{r['val_contrast_acc']:.1f}", f"{r['linear_top1']:.1f}", f"{r['train_seconds']:.0f}",
+                      f"{r['val_contrast_acc']:.1f}", f"{r['linear_top1']:.1f}", f"{r['init_linear_top1']:.1f}",
+                      f"{r['train_seconds']:.0f}",
                       "yes" if (r["value"], r["seed"]) in trained else "resumed")
     Console(width=140).print(table)
 
