@@ -81,7 +81,9 @@ def test_usr2_preemption_resumes_from_checkpoint_with_one_final_eval(sweep, slur
     states = wait_for(exp, lambda s: seen.add(next(iter(s.values())).state)
                       or all(r.state in ("done", "failed") for r in s.values()))
     [st] = states.values()
-    assert "requeued" in seen and st.state == "done" and st.attempt == 1, (seen, st)
+    # attempt 1 = requeued once and restarted; the transient "requeued" display state is not asserted:
+    # one CI run polled pending -> running -> done around it (a status gap noted in the closing note)
+    assert st.state == "done" and st.attempt == 1 and "failed" not in seen, (seen, st)
     final = [l for l in lines(out) if "bbox/AP" in l]
     assert len(final) == 1 and final[0]["iteration"] == MAX_ITER
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"

@@ -49,7 +49,7 @@ class DemoSize:
 QUICK = DemoSize(pretrain_images=200, pretrain_steps=10, pretrain_batch=16, det_train=24, det_val=8,
                  det_size=128, finetune_iters=12, seeds=2, supervised_epochs=1, labelled_per_class=12)
 FULL = DemoSize(pretrain_images=3000, pretrain_steps=1000, pretrain_batch=32, det_train=240, det_val=60,
-                det_size=192, finetune_iters=200, seeds=3, supervised_epochs=30, labelled_per_class=150)
+                det_size=192, finetune_iters=150, seeds=3, supervised_epochs=30, labelled_per_class=150)
 
 
 def finetune_opts(size: DemoSize) -> tuple[str, ...]:
