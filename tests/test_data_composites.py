@@ -67,7 +67,7 @@ def test_paste_mask_is_the_alpha_channel():
     imgs, masks = [], []
     for fill in (0.0, 255.0):
         img = np.full((200, 200, 3), fill, np.float32)
-        masks.append(composites._paste(img, cut, 200, np.random.default_rng(7)))
+        masks.append(composites.paste_cutout(img, cut, 200, np.random.default_rng(7)))
         imgs.append(img)
     assert (masks[0] == masks[1]).all() and masks[0].sum() > 100
     diff = np.abs(imgs[1] - imgs[0]).max(axis=2)  # = 255 - alpha (alpha in 0..255)

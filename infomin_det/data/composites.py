@@ -99,11 +99,6 @@ def paste_cutout(img: np.ndarray, cut: Cutout, size: int, rng: np.random.Generat
     return mask
 
 
-# old private names (tests/test_data_composites.py still calls ``_paste``)
-_background = background_crop
-_paste = paste_cutout
-
-
 def _write_split(out: Path, name: str, n: int, bgs: list[Photo], cuts: list[Cutout], size: int,
                  max_objects: int, rng: np.random.Generator) -> tuple[Path, Path]:
     from pycocotools import mask as mask_util
