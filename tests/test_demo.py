@@ -16,6 +16,9 @@ def test_quick_demo_runs_every_step(tmp_path):
     for row in rows.values():
         assert row["n"] == QUICK.seeds
         assert "bbox/AP" in row["stats"]  # every run was evaluated (NaN: nothing detected at this size)
+    assert summary["claim"].keys() == {"bbox/AP", "segm/AP"}
+    for c in summary["claim"].values():
+        assert c["holds"] is (c["gap"] is not None and c["gap"] > c["two_std"])
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert saved["timings_s"].keys() == {"data", "pretrain", "convert+verify", "fine-tune", "report"}
     assert (tmp_path / "demo" / "gaps.png").stat().st_size > 0
