@@ -15,7 +15,6 @@ COCO RLE: train with ``INPUT.MASK_FORMAT bitmask``. Not COCO: name it "composite
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from infomin_det.atomic import atomic_directory
-from infomin_det.data.debian import cache_dir, read_manifest
+from infomin_det.data.debian import keyed_cache_dir, read_manifest
 from infomin_det.data.photos import CUTOUT_CATEGORIES, Cutout, Photo, cutouts, photos
 
 VAL_FRACTION = 0.25
@@ -59,6 +58,12 @@ def split_sources(seed: int) -> dict[str, tuple[list[Photo], list[Cutout]]]:
         cut_train += tr
         cut_val += va
     return {"train": (bg_train, cut_train), "val": (bg_val, cut_val)}
+
+
+def package_versions(srcs: dict[str, tuple[list[Photo], list[Cutout]]]) -> dict[str, str]:
+    """Debian package -> version of every photo and cut-out in ``srcs`` (part of a set's cache key)."""
+    names = {ph.source for bgs, _ in srcs.values() for ph in bgs} | {c.source for _, cuts in srcs.values() for c in cuts}
+    return {p: read_manifest(p).version for p in sorted(names)}
 
 
 def background_crop(photo: Photo, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -139,14 +144,9 @@ def build_composites(n_train: int = 240, n_val: int = 60, size: int = 320, seed:
                      max_objects: int = 4) -> CompositeSet:
     """Build (or reuse from the cache) the composite set; see the module docstring."""
     srcs = split_sources(seed)
-    versions = {p: read_manifest(p).version for p in
-                sorted({ph.source for s in srcs.values() for ph in s[0]} | {c.source for s in srcs.values() for c in s[1]})}
     params = {"n_train": n_train, "n_val": n_val, "size": size, "seed": seed,
-              "max_objects": max_objects, "packages": versions, "format": 1}
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    base = cache_dir() / "composites"
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / f"{size}px-{n_train}+{n_val}-seed{seed}-{key}"
+              "max_objects": max_objects, "packages": package_versions(srcs), "format": 1}
+    final = keyed_cache_dir("composites", f"{size}px-{n_train}+{n_val}-seed{seed}", params)
     if not (final / "manifest.json").is_file():
         with atomic_directory(final) as tmp:
             rng = np.random.default_rng(seed + 1)
@@ -154,7 +154,7 @@ def build_composites(n_train: int = 240, n_val: int = 60, size: int = 320, seed:
                 bgs, cuts = srcs[name]
                 _write_split(tmp, name, n, bgs, cuts, size, max_objects, rng)
             manifest = {**params, "description": "composites of real photos (photo cut-outs on photo "
-                        "backgrounds); not COCO", "licences": {p: list(read_manifest(p).licences) for p in versions},
+                        "backgrounds); not COCO", "licences": {p: list(read_manifest(p).licences) for p in params["packages"]},
                         "splits": {name: {"backgrounds": [str(ph.path) for ph in s[0]],
                                           "cutouts": [str(c.path) for c in s[1]]} for name, s in srcs.items()}}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

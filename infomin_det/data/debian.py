@@ -40,6 +40,16 @@ def cache_dir() -> Path:
     return root
 
 
+def keyed_cache_dir(kind: str, stem: str, params: dict) -> Path:
+    """``<cache>/<kind>/<stem>-<key>`` for a set built from ``params`` (``<kind>`` created, the set
+    folder not): key = the first 16 hex digits of the sha256 of ``params`` as sorted JSON, so any
+    change of a parameter or a package version names another folder."""
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    base = cache_dir() / kind
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"{stem}-{key}"
+
+
 def debian_dir() -> Path:
     """Where fetched packages live (and where a hand-copied ``.deb`` is picked up)."""
     d = cache_dir() / "debian"

@@ -22,7 +22,6 @@ and, per image, the cut-out and background it was made of.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -31,8 +30,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from infomin_det.atomic import atomic_directory
-from infomin_det.data.composites import background_crop, paste_cutout, split_sources
-from infomin_det.data.debian import cache_dir, read_manifest
+from infomin_det.data.composites import background_crop, package_versions, paste_cutout, split_sources
+from infomin_det.data.debian import keyed_cache_dir, read_manifest
 from infomin_det.data.photos import CUTOUT_CATEGORIES
 from infomin_det.errors import UserError
 
@@ -57,14 +56,9 @@ def build_labelled_set(n_train_per_class: int = 150, n_val_per_class: int = 50, 
     """Build (or reuse from the cache) the set; return its root. See the module docstring."""
     _check(n_train_per_class, n_val_per_class, size)
     srcs = split_sources(seed)
-    versions = {p: read_manifest(p).version for p in
-                sorted({ph.source for s in srcs.values() for ph in s[0]} | {c.source for s in srcs.values() for c in s[1]})}
     params = {"n_train_per_class": n_train_per_class, "n_val_per_class": n_val_per_class, "size": size,
-              "seed": seed, "object_scale": list(OBJECT_SCALE), "packages": versions, "format": FORMAT}
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    base = cache_dir() / "labelled"
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / f"{size}px-{n_train_per_class}+{n_val_per_class}-seed{seed}-{key}"
+              "seed": seed, "object_scale": list(OBJECT_SCALE), "packages": package_versions(srcs), "format": FORMAT}
+    final = keyed_cache_dir("labelled", f"{size}px-{n_train_per_class}+{n_val_per_class}-seed{seed}", params)
     if (final / "manifest.json").is_file():
         return final
     counts = {"train": n_train_per_class, "val": n_val_per_class}
@@ -94,7 +88,7 @@ def build_labelled_set(n_train_per_class: int = 150, n_val_per_class: int = 50, 
         manifest = {**params, "classes": list(CLASSES),
                     "description": "composites of real photos: one photo cut-out of the class on a real "
                                    "scene crop (object classification, ImageNet layout); not STL-10",
-                    "licences": {p: list(read_manifest(p).licences) for p in versions},
+                    "licences": {p: list(read_manifest(p).licences) for p in params["packages"]},
                     "splits": {name: {"backgrounds": [str(ph.path) for ph in s[0]],
                                       "cutouts": [str(c.path) for c in s[1]]} for name, s in srcs.items()},
                     "images": records}

@@ -12,7 +12,6 @@ renamed into place) with a ``manifest.json`` of sources and licences. ``pretrain
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from infomin_det.atomic import atomic_directory
 from infomin_det.data.composites import background_crop, paste_cutout, split_sources
-from infomin_det.data.debian import cache_dir, read_manifest
+from infomin_det.data.debian import keyed_cache_dir, read_manifest
 from infomin_det.data.photos import photos
 
 
@@ -33,10 +32,7 @@ def build_pretrain_set(n_images: int = 3000, size: int = 96, seed: int = 0) -> P
     pool = [p for p in photos() if p.path not in val_bgs]
     versions = {p: read_manifest(p).version for p in sorted({p.source for p in pool} | {c.source for c in train_cuts})}
     params = {"n_images": n_images, "size": size, "seed": seed, "packages": versions, "format": 1}
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    base = cache_dir() / "pretrain"
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / f"{size}px-{n_images}-seed{seed}-{key}"
+    final = keyed_cache_dir("pretrain", f"{size}px-{n_images}-seed{seed}", params)
     if (final / "manifest.json").is_file():
         return final
     with atomic_directory(final) as tmp:
