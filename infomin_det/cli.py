@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_ = SUBCOMMANDS[name]
     try:
         module = importlib.import_module(module_name)
-        parser = argparse.ArgumentParser(prog=f"infomin-det {name}", description=help_)
+        parser = argparse.ArgumentParser(prog=f"infomin-det {name}", description=help_, allow_abbrev=False)
         module.add_arguments(parser)
         args = parser.parse_args(argv[1:])
         return int(module.main(args) or 0)

@@ -27,7 +27,14 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 @dataclass
 class RunInfo:
-    """What a run is: protocol id, weight family (ssl | supervised | random), weights row name, seed."""
+    """What a run is: protocol id, weight family (ssl | supervised | random), weights row name, seed.
+
+    variant: the protocol variant ("" = the authors' leaf). dataset: what it trained and tested on --
+    ``{"id": str, "paper": bool, "train": [names], "test": [names], "files": {role: {"path", "sha256"}}}``
+    where ``paper`` is true only for the paper's own sets (COCO 2017, VOC 07+12 -> VOC 07 test) and
+    ``id`` is a short label for tables. provenance: ``{"weights_sha256", "infomin_det", "git_commit",
+    "torch", "detectron2", "world_size", "config_sha256"}`` so that a number can be traced.
+    """
 
     experiment: str
     protocol: str
@@ -38,6 +45,9 @@ class RunInfo:
     paper_table: str = ""
     command: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""
+    dataset: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def write(self, out_dir: str | Path) -> None:
         write_text_atomic(Path(out_dir) / RUN_JSON, json.dumps(asdict(self), indent=2) + "\n")

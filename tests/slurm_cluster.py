@@ -1,7 +1,8 @@
 """Session fixture ``slurm_cluster``: the project's loopback SLURM (infomin_det/launch/slurm_local).
 
-Started once per test session in ``${TMPDIR:-/tmp}/infomin-det-slurm-pytest`` on ports 16917-16920
-(away from the default 6817 and from a developer's cluster on 16817) and stopped at session end
+Started once per test session in ``${TMPDIR:-/tmp}/infomin-det-slurm-pytest-<port>`` on ports
+16917-16920 (away from the default 6817 and from a developer's cluster on 16817; set
+``INFOMIN_DET_TEST_SLURM_PORT`` to run two test sessions side by side) and stopped at session end
 (stop.sh signals only the PIDs start.sh recorded). In CI (``CI=true``) a cluster that cannot start
 fails the tests that need it; elsewhere they skip with the reason (not root, no apt-get).
 """
@@ -20,7 +21,7 @@ import pytest
 import infomin_det.launch
 
 SCRIPTS = Path(infomin_det.launch.__file__).parent / "slurm_local"
-PORT_BASE = 16917
+PORT_BASE = int(os.environ.get("INFOMIN_DET_TEST_SLURM_PORT", "16917"))
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def slurm_cluster():
         _unavailable("the loopback cluster's daemons need root")
     if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
         _unavailable("SLURM is not installed and apt-get is not available to install it")
-    directory = Path(tempfile.gettempdir()) / "infomin-det-slurm-pytest"
+    directory = Path(tempfile.gettempdir()) / f"infomin-det-slurm-pytest-{PORT_BASE}"
     env = dict(os.environ, SLURM_PORT_BASE=str(PORT_BASE), SLURM_CPUS="8")
     # a fresh cluster per session: daemons left by a killed session are stopped and their state (job
     # state, spool, accounting db) wiped, so that a state dir corrupted by e.g. a full disk cannot wedge slurmd

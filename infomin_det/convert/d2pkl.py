@@ -9,7 +9,6 @@ arrays and plain containers only.
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 
 from infomin_det.atomic import atomic_write
 from infomin_det.errors import UserError
+from infomin_det.untrusted import pickle_load
 from infomin_det.weights_meta import META_KEY, WeightsMeta
 
 AUTHOR = "infomin-det convert"
@@ -61,22 +61,6 @@ def write_d2_pkl(out: Path, model: Mapping[str, np.ndarray], meta: WeightsMeta) 
     return out.stat().st_size
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Admits numpy arrays/scalars and plain containers; refuses every other global."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"), ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a weights file")
-
-
 @dataclass
 class D2Weights:
     """A Detectron2-format file read back: tensors by Detectron2 name, author, our metadata if any."""
@@ -103,7 +87,7 @@ def read_d2_pkl(path: str | os.PathLike) -> D2Weights:
                             "and cannot read it", f"convert it: infomin-det convert {path} {path.stem}_d2.pkl")
         f.seek(0)
         try:
-            data = _SafeUnpickler(io.BufferedReader(f), encoding="latin1").load()
+            data = pickle_load(f)
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
             raise UserError(f"{path} is not a readable weights pickle ({type(e).__name__}: {e})",
                             "re-create it with infomin-det convert") from None

@@ -1,42 +1,24 @@
 """Reading a foreign checkpoint safely: file checks, format sniffing, ``weights_only`` loading.
 
-Foreign checkpoints are untrusted pickles. They are loaded with ``torch.load(weights_only=True)``
-plus a minimal allowlist (``argparse.Namespace``, numpy scalars/dtypes, which MoCo/PyContrast/DINO
-store their args and metrics with); anything else needs an explicit ``trust_pickle=True``.
+Foreign checkpoints are untrusted pickles: they are loaded by :func:`infomin_det.untrusted.torch_load`
+(``weights_only=True`` plus a minimal allowlist); anything else needs an explicit ``trust_pickle=True``.
 Every failure is a :class:`~infomin_det.errors.UserError` with a one-line cause and fix.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from infomin_det.errors import UserError
+from infomin_det.untrusted import torch_load
 
 # The first bytes of a legacy (pre-1.6, non-zip) ``torch.save`` file: the pickled magic number.
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-def _allowlist() -> list[Any]:
-    """Globals a foreign checkpoint may reference beyond tensors: args namespaces, numpy scalars."""
-    from numpy._core import multiarray  # numpy >= 2
-
-    allowed: list[Any] = [argparse.Namespace, np.dtype,
-                          (multiarray.scalar, "numpy.core.multiarray.scalar"), multiarray.scalar]
-    for name in dir(np.dtypes):
-        cls = getattr(np.dtypes, name)
-        if isinstance(cls, type) and issubclass(cls, np.dtype):
-            allowed.append(cls)
-    return allowed
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -87,28 +69,4 @@ def load_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
     if kind == "unknown":
         raise UserError(f"{path} is not a checkpoint (neither a torch.save archive nor a pickle)",
                         "pass the .pth/.pth.tar/.ckpt file written by torch.save")
-    try:
-        if trust_pickle:
-            return torch.load(path, map_location="cpu", weights_only=False, mmap=kind == "zip")
-        with torch.serialization.safe_globals(_allowlist()):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
-    except pickle.UnpicklingError as e:
-        if trust_pickle:
-            raise UserError(f"{path} cannot be unpickled: {_first_line(e)}",
-                            "copy or download the checkpoint again") from None
-        try:
-            allowed = {a[1] if isinstance(a, tuple) else f"{a.__module__}.{a.__qualname__}" for a in _allowlist()}
-            unsafe = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in allowed]
-        except Exception:  # noqa: BLE001 - legacy files cannot be scanned; the message still helps
-            unsafe = []
-        what = ", ".join(unsafe[:5]) if unsafe else _first_line(e)
-        raise UserError(f"{path} pickles objects outside the weights-only allowlist: {what}",
-                        "if you trust the file's origin, re-run with --trust-pickle") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"{path} cannot be read as a torch checkpoint ({_first_line(e)})",
-                        "copy or download the checkpoint again and compare its sha256") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".strip()
+    return torch_load(path, trust_pickle=trust_pickle, mmap=kind == "zip")

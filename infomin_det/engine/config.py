@@ -81,7 +81,7 @@ def build_config(spec: TrainSpec) -> tuple[CfgNode, str, WeightsMeta | None]:
     meta = weights_meta(weights) if weights else None
     family = spec.family or spec.extra.get("family") or family_for_weights(meta, weights)
     cfg = get_cfg()
-    cfg.merge_from_file(str(config_path(spec.protocol, family)))
+    cfg.merge_from_file(str(config_path(spec.protocol, family, spec.variant)))
     if weights or family == "random":
         cfg.MODEL.WEIGHTS = weights
     if spec.dataset:
@@ -97,3 +97,10 @@ def build_config(spec: TrainSpec) -> tuple[CfgNode, str, WeightsMeta | None]:
     check_weights(cfg, cfg.MODEL.WEIGHTS, meta, spec.allow_mismatch)
     cfg.freeze()
     return cfg, family, meta
+
+
+def check_spec(spec: TrainSpec) -> None:
+    """Every refusal ``train`` would make for ``spec`` -- protocol, family/variant, overrides, dataset,
+    weights against the config -- without building a model or writing anything (``submit`` calls
+    this for every run before queueing any)."""
+    build_config(spec)

@@ -23,6 +23,9 @@ class TrainSpec:
     allow_mismatch: config keys whose disagreement with the weights' metadata is accepted.
     num_processes: processes per node; nodes: machines (the launcher sets both for SLURM).
     family: force the weight family (ssl | supervised) of weights without metadata; "" = from metadata.
+    variant: a named deviation from the authors' leaf (``infomin_det.protocols.variants``); "" = theirs.
+    device: ``auto`` (CUDA when the process sees a GPU, else CPU), ``cuda`` (refuse to run without
+        one) or ``cpu`` (asked for explicitly; the distributed backend follows it: gloo).
     """
 
     protocol: str
@@ -38,4 +41,6 @@ class TrainSpec:
     num_processes: int = 1
     nodes: int = 1
     family: str = ""
+    variant: str = ""
+    device: str = "auto"
     extra: dict = field(default_factory=dict, compare=False)

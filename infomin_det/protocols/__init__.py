@@ -77,11 +77,23 @@ def get_protocol(pid: str) -> Protocol:
                         f"one of: {', '.join(_BY_ID)} (see `infomin-det protocols`)") from None
 
 
-def config_path(pid: str, family: str) -> Path:
-    """The leaf config of ``pid`` for ``family`` (``transfer_configs/<pid>.<family>.yaml``)."""
+def variants(pid: str, family: str) -> dict[str, str]:
+    """Named deviations from the authors' leaf of ``pid`` x ``family``: ``{name: what differs and why}``."""
+    get_protocol(pid)
+    return {}
+
+
+def config_path(pid: str, family: str, variant: str = "") -> Path:
+    """The leaf config of ``pid`` for ``family`` (``transfer_configs/<pid>.<family>.yaml``), or of one
+    of its named ``variants``."""
     get_protocol(pid)
     if family not in FAMILIES:
         raise UserError(f"unknown weight family {family!r}", f"one of: {', '.join(FAMILIES)}")
+    if variant:
+        known = variants(pid, family)
+        if variant not in known:
+            raise UserError(f"protocol {pid} ({family} weights) has no variant {variant!r}",
+                            f"one of: {', '.join(known) or 'none (drop --variant)'}")
     return CONFIG_ROOT / f"{pid}.{family}.yaml"
 
 
