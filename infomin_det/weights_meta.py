@@ -74,6 +74,9 @@ TORCHVISION = InputConvention("RGB", (123.675, 116.280, 103.530), (58.395, 57.12
 MSRA_CAFFE2 = InputConvention("BGR", (103.530, 116.280, 123.675), (1.0, 1.0, 1.0), True)
 # FAIR X-101-32x8d ("ImageNetPretrained/FAIR/X-101-32x8d.pkl"): BGR, BGR std, stride in the 3x3.
 FAIR_CAFFE2 = InputConvention("BGR", (103.530, 116.280, 123.675), (57.375, 57.120, 58.395), False)
+# FAIR caffe2 weights in Detectron (1) format ("catalog://ImageNetPretrained/FAIR/*", e.g. the IN-5k
+# X-152): BGR, unit std (Detectron subtracted the mean only), stride in the 3x3.
+FAIR_DETECTRON = InputConvention("BGR", (103.530, 116.280, 123.675), (1.0, 1.0, 1.0), False)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ class WeightsMeta:
     """Everything the trainer needs to know about a weights file without loading its tensors.
 
     ``norm_fused`` marks caffe2 weights whose BN was folded into an affine layer (the IN-5k X-152):
-    only FrozenBN reproduces them.
+    they need a BN-family norm (FrozenBN keeps them as they are; the authors fine-tune them with
+    SyncBN, which re-estimates the statistics), never GN or no norm.
     """
 
     arch: ResNetArch
@@ -122,7 +126,11 @@ class WeightsMeta:
         )
 
 
-# Detectron2 model-zoo ImageNet weights that carry no metadata of their own (caffe2 pickles).
+# Detectron2 model-zoo ImageNet weights that carry no metadata of their own (caffe2 pickles), by the
+# address a config names. ``detectron2://`` files keep their BN statistics (Detectron2's MODEL_ZOO.md:
+# "we do not fuse BatchNorm into an affine layer"); ``catalog://`` names resolve (Detectron2's
+# ModelCatalog) to Detectron-format files whose BN is fused into an affine layer, with PIXEL_STD 1.
+# The IN-5k X-152 exists only in that format (detectron/ImageNetPretrained/25093814/X-152-32x8d-IN5k.pkl).
 CATALOG: dict[str, WeightsMeta] = {
     "detectron2://ImageNetPretrained/MSRA/R-50.pkl": WeightsMeta(
         ResNetArch(50), MSRA_CAFFE2, "d2-catalog"),
@@ -130,6 +138,6 @@ CATALOG: dict[str, WeightsMeta] = {
         ResNetArch(101), MSRA_CAFFE2, "d2-catalog"),
     "detectron2://ImageNetPretrained/FAIR/X-101-32x8d.pkl": WeightsMeta(
         ResNetArch(101, 32, 8), FAIR_CAFFE2, "d2-catalog"),
-    "detectron2://ImageNetPretrained/FAIR/X-152-32x8d-IN5k.pkl": WeightsMeta(
-        ResNetArch(152, 32, 8), FAIR_CAFFE2, "d2-catalog", norm_fused=True),
+    "catalog://ImageNetPretrained/FAIR/X-152-32x8d-IN5k": WeightsMeta(
+        ResNetArch(152, 32, 8), FAIR_DETECTRON, "d2-catalog", norm_fused=True),
 }

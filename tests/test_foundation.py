@@ -52,7 +52,7 @@ def test_catalog_marks_caffe2_conventions():
     msra = CATALOG["detectron2://ImageNetPretrained/MSRA/R-50.pkl"]
     assert msra.convention.input_format == "BGR" and msra.convention.stride_in_1x1
     assert msra.convention.pixel_std == (1.0, 1.0, 1.0)
-    assert CATALOG["detectron2://ImageNetPretrained/FAIR/X-152-32x8d-IN5k.pkl"].norm_fused
+    assert CATALOG["catalog://ImageNetPretrained/FAIR/X-152-32x8d-IN5k"].norm_fused
 
 
 def test_run_dir_layout_and_run_json(tmp_path):

@@ -1,33 +1,39 @@
-"""Every protocol leaf builds its real Detectron2 model on CPU (full-width backbone, reduced images).
+"""Every protocol leaf and named variant builds its real Detectron2 model on CPU (full-width backbone,
+reduced images).
 
 Building, not training: proves each config is complete and consistent (heads registered, norms
 resolvable, FPN / C4 / cascade wiring, class counts), and that the built model runs one forward pass
-in eval mode. The ExtraNorm C4 head must be present in the built C4 models.
+in eval mode. The ExtraNorm C4 head must be present in the built C4 models; the backbone norm is the
+configured one (SyncBN as the authors; FrozenBN in the X-152 ``frozenbn`` variant).
 """
 
 import pytest
 import torch
 
-from infomin_det.protocols import FAMILIES, config_path, get_protocol, list_protocols
+from infomin_det.protocols import FAMILIES, config_path, get_protocol, list_protocols, variants
 
-LEAVES = [(p.id, f) for p in list_protocols() for f in FAMILIES]
+LEAVES = [(p.id, f, v) for p in list_protocols() for f in FAMILIES for v in ("", *variants(p.id, f))]
 
 
-@pytest.mark.parametrize("pid,family", LEAVES)
-def test_leaf_builds_and_runs(pid, family):
+@pytest.mark.parametrize("pid,family,variant", LEAVES)
+def test_leaf_builds_and_runs(pid, family, variant):
     from detectron2.config import get_cfg
+    from detectron2.layers import FrozenBatchNorm2d
     from detectron2.modeling import build_model
 
     import infomin_det.engine.heads  # noqa: F401  registers Res5ROIHeadsExtraNorm
 
     cfg = get_cfg()
-    cfg.merge_from_file(str(config_path(pid, family)))
+    cfg.merge_from_file(str(config_path(pid, family, variant)))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64,
                          "MODEL.RPN.POST_NMS_TOPK_TEST", 16, "MODEL.RPN.PRE_NMS_TOPK_TEST", 32])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     proto = get_protocol(pid)
     names = {n for n, _ in model.named_modules()}
+    stem_norm = type(model.backbone.bottom_up.stem.conv1.norm if hasattr(model.backbone, "bottom_up")
+                     else model.backbone.stem.conv1.norm)
+    assert stem_norm is (FrozenBatchNorm2d if variant == "frozenbn" else torch.nn.SyncBatchNorm)
     if proto.meta_arch in ("mask_c4", "faster_c4"):
         assert "roi_heads.res5.norm" in names
     else:

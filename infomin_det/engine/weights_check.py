@@ -1,14 +1,15 @@
 """The weights/config cross-check: refuse a config that disagrees with what the weights require.
 
 ``weights_meta(weights)`` reads a weights' :class:`WeightsMeta` (converted ``.pkl``: its metadata;
-``detectron2://`` URL: ``CATALOG``; ``""`` → None, random init). ``check_weights(cfg, meta, ...)``
-compares ``meta.config_values()`` (+ ``norm_fused`` → FrozenBN) with the merged config and raises ONE
+``detectron2://`` / ``catalog://``: ``CATALOG``; ``""`` → None, random init). ``check_weights(cfg, meta, ...)``
+compares ``meta.config_values()`` (+ ``norm_fused`` → a BN-family norm) with the merged config and raises ONE
 :class:`UserError` listing every mismatch, unless the key is allowed (``--allow-mismatch KEY|all``).
 No torch model is built here.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,6 +18,10 @@ from infomin_det.weights_meta import CATALOG, WeightsMeta
 
 RANDOM = ("", "none")
 NORM_KEY = "MODEL.RESNETS.NORM"
+# BN-fused weights carry a per-channel scale and bias only (the statistics were folded in): any BN
+# layer takes them -- FrozenBN as they are, (Sync)BN with statistics re-estimated from the batches
+# while fine-tuning (the authors' X-152 protocol) -- but GN or no norm would not.
+BN_NORMS = ("FrozenBN", "BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N", "nnSyncBN")
 
 
 def is_random(weights: str) -> bool:
@@ -30,7 +35,7 @@ def weights_meta(weights: str) -> WeightsMeta | None:
     """
     if is_random(weights):
         return None
-    if weights.startswith("detectron2://"):
+    if weights.startswith(("detectron2://", "catalog://")):
         return CATALOG.get(weights)
     if "://" in weights:
         return None
@@ -38,6 +43,13 @@ def weights_meta(weights: str) -> WeightsMeta | None:
     if not path.is_file():
         raise UserError(f"weights file {weights} does not exist",
                         "check the path, or pass --weights '' for random initialisation")
+    st = path.stat()
+    return _file_meta(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_meta(path: str, size: int, mtime_ns: int) -> WeightsMeta | None:
+    """Read once per process and file version (``submit`` checks many runs of the same weights)."""
     from infomin_det.convert.d2pkl import read_d2_pkl
 
     return read_d2_pkl(path).meta
@@ -75,7 +87,7 @@ def _fmt(v: Any) -> str:
 def mismatches(cfg: Any, meta: WeightsMeta) -> list[tuple[str, Any, Any]]:
     """``[(key, config value, required value)]`` for every disagreement."""
     out = [(k, cfg_value(cfg, k), want) for k, want in meta.config_values().items() if not _same(cfg_value(cfg, k), want)]
-    if meta.norm_fused and cfg_value(cfg, NORM_KEY) != "FrozenBN":
+    if meta.norm_fused and cfg_value(cfg, NORM_KEY) not in BN_NORMS:
         out.append((NORM_KEY, cfg_value(cfg, NORM_KEY), "FrozenBN"))
     return out
 

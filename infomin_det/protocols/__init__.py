@@ -1,12 +1,15 @@
 """The paper's transfer protocols: ids, what each reproduces, and which config file to train with.
 
 A protocol id (``coco/R50-FPN-1x``) names a detector x backbone x schedule x dataset; each has three
-leaf configs in ``transfer_configs/`` -- one per weight family:
+leaf configs in ``transfer_configs/`` -- one per weight family -- equal, key by key, to the authors'
+published Detectron2 configs (``infomin_det.protocols.authors``, docs/protocols.md):
 
     ssl         self-supervised / torchvision-style weights (RGB, ImageNet mean/std, stride in 3x3)
     supervised  the caffe2 ImageNet weights of the paper's baselines (MSRA R-50/101, FAIR X-101/152)
-    random      random initialisation, same norms and schedule
+    random      random initialisation: the supervised leaf without weights (caffe2 input settings)
 
+A named ``variant`` (``transfer_configs/<protocol>.<family>+<name>.yaml``, first line
+``# variant <name>: <what differs from the authors' leaf and why>``) is a deliberate deviation.
 ``panels`` are the ids of the paper's table panels in ``infomin_det/report/paper_tables.json``.
 No detectron2 import here.
 """
@@ -77,24 +80,40 @@ def get_protocol(pid: str) -> Protocol:
                         f"one of: {', '.join(_BY_ID)} (see `infomin-det protocols`)") from None
 
 
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise UserError(f"unknown weight family {family!r}", f"one of: {', '.join(FAMILIES)}")
+
+
 def variants(pid: str, family: str) -> dict[str, str]:
     """Named deviations from the authors' leaf of ``pid`` x ``family``: ``{name: what differs and why}``."""
     get_protocol(pid)
-    return {}
+    _check_family(family)
+    folder, stem = (CONFIG_ROOT / pid).parent, f"{pid.rsplit('/', 1)[1]}.{family}+"
+    out = {}
+    for path in sorted(folder.glob(f"{stem}*.yaml")):
+        name = path.name[len(stem):-len(".yaml")]
+        first = path.read_text().split("\n", 1)[0]
+        tag = f"# variant {name}: "
+        if not first.startswith(tag):
+            raise UserError(f"{path} does not start with {tag.strip()!r} and a description",
+                            "reinstall infomin-det (a variant leaf was edited or truncated)")
+        out[name] = first[len(tag):].strip()
+    return out
 
 
 def config_path(pid: str, family: str, variant: str = "") -> Path:
     """The leaf config of ``pid`` for ``family`` (``transfer_configs/<pid>.<family>.yaml``), or of one
-    of its named ``variants``."""
+    of its named ``variants`` (``<pid>.<family>+<variant>.yaml``)."""
     get_protocol(pid)
-    if family not in FAMILIES:
-        raise UserError(f"unknown weight family {family!r}", f"one of: {', '.join(FAMILIES)}")
-    if variant:
-        known = variants(pid, family)
-        if variant not in known:
-            raise UserError(f"protocol {pid} ({family} weights) has no variant {variant!r}",
-                            f"one of: {', '.join(known) or 'none (drop --variant)'}")
-    return CONFIG_ROOT / f"{pid}.{family}.yaml"
+    _check_family(family)
+    if not variant:
+        return CONFIG_ROOT / f"{pid}.{family}.yaml"
+    known = variants(pid, family)
+    if not isinstance(variant, str) or variant not in known:
+        raise UserError(f"protocol {pid} ({family} weights) has no variant {variant!r}",
+                        f"one of: {', '.join(known) or 'none (drop --variant)'}")
+    return CONFIG_ROOT / f"{pid}.{family}+{variant}.yaml"
 
 
 def family_for_weights(meta: WeightsMeta | None, weights: str) -> str:
