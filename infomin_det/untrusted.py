@@ -53,6 +53,9 @@ def read_json(path: str | os.PathLike, what: str = "record") -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist", "check the path") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} nests JSON deeper than Python's parser can follow",
+                        "it is not a record this toolkit wrote: restore it, or move it away") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise UserError(f"{what} {path} is unreadable ({type(e).__name__}: {e})",
                         "restore it from a backup, or move it away") from None
@@ -108,14 +111,15 @@ def torch_load(path: str | os.PathLike, trust_pickle: bool = False, mmap: bool =
 
     UserError for a file that pickles anything else (unless ``trust_pickle``) or cannot be read.
     """
+    import warnings
+
     import torch
 
     path = Path(path)
     try:
-        if trust_pickle:
-            return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-        with torch.serialization.safe_globals(allowlist()):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():    # torch's sparse-invariant note would precede our error: line
+            warnings.filterwarnings("ignore", message=".*sparse tensor invariants.*")
+            return _torch_load(path, trust_pickle, mmap)
     except pickle.UnpicklingError as e:
         if trust_pickle:
             raise UserError(f"{path} cannot be unpickled: {first_line(e)}",
@@ -131,6 +135,15 @@ def torch_load(path: str | os.PathLike, trust_pickle: bool = False, mmap: bool =
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
         raise UserError(f"{path} cannot be read as a torch checkpoint ({first_line(e)})",
                         "copy or download the checkpoint again and compare its sha256") from None
+
+
+def _torch_load(path: Path, trust_pickle: bool, mmap: bool) -> Any:
+    import torch
+
+    if trust_pickle:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    with torch.serialization.safe_globals(allowlist()):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def first_line(e: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Converter: every layout of DESIGN.md section 3, encoder choice, arch inference, output format."""
+"""Converter: every layout of docs/convert.md, encoder choice, arch inference, output format."""
 
 import json
 import pickle
@@ -134,7 +134,7 @@ def test_infer_arch_of_simclr_style_wide_nets_widens_the_stem(mult):
 
 
 def test_expected_group_counts_match_detectron2_logs():
-    # DESIGN.md section 3: Detectron2 logs "Total num: 53 / 104 / 155" for R-50 / R-101 / R-152.
+    # Detectron2 logs "Total num: 53 / 104 / 155" for R-50 / R-101 / R-152.
     assert [expected_groups(ResNetArch(d)) for d in (50, 101, 152)] == [53, 104, 155]
 
 

@@ -4,8 +4,10 @@ Sources are torchvision's own constructors (random weights, randomised BN statis
 foreign layouts; the big nets are real size (X-101 32x8d is 88 M parameters).
 """
 
+import json
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -15,7 +17,7 @@ from infomin_det.convert import convert
 from infomin_det.convert.reference import STAGES, build_reference
 from infomin_det.convert.synthetic import random_trunk, randomise_bn, wrap
 from infomin_det.convert.verify import verify
-from infomin_det.weights_meta import ResNetArch
+from infomin_det.weights_meta import META_KEY, ResNetArch
 
 pytestmark = pytest.mark.detectron2
 
@@ -129,3 +131,102 @@ def test_verify_catches_a_wrong_stride_in_1x1(tmp_path):
         pickle.dump(data, f)
     r = verify(tmp_path / "o.pkl", tmp_path / "s.pth")
     assert r.stages["res2"].max_rel == 0 and r.stages["res3"].max_rel > 1e-3 and not r.passed
+
+
+# ---------------------------------------------------------------------------------------------
+# verify never PASSes what it did not prove
+
+NARROW = ResNetArch(50, 1, 16, 16, 64)
+
+
+@pytest.fixture()
+def narrow_pair(tmp_path):
+    torch.save(wrap("moco-v1/v2", random_trunk(NARROW, seed=8), NARROW), tmp_path / "s.pth")
+    convert(tmp_path / "s.pth", tmp_path / "o.pkl")
+    return tmp_path / "s.pth", tmp_path / "o.pkl"
+
+
+def _edit(path, fn):
+    with open(path, "rb") as f:
+        data = pickle.load(f)
+    fn(data)
+    with open(path, "wb") as f:
+        pickle.dump(data, f)
+
+
+def _err(capsys, argv):
+    rc = cli_main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 2 and err[0].startswith("error: ") and err[1].startswith("  fix: "), (rc, err)
+    return err[0]
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan, -1.0])
+def test_non_finite_or_negative_variance_never_passes(narrow_pair, capsys, value):
+    src, pkl = narrow_pair
+    _edit(pkl, lambda d: d["model"]["res4.1.conv2.norm.running_var"].fill(value))  # before: PASS without --source
+    for argv in (["verify", str(pkl)], ["verify", str(pkl), "--source", str(src)]):
+        assert "res4.1.conv2.norm.running_var" in _err(capsys, argv)
+
+
+def test_non_finite_stage_outputs_fail_and_json_stays_json(narrow_pair, capsys):
+    _, pkl = narrow_pair
+    _edit(pkl, lambda d: d["model"]["stem.conv1.weight"].fill(3e38))  # finite weights, Inf activations
+    r = verify(pkl)
+    assert not r.passed and not any(s.finite for s in r.stages.values())
+    assert "FAIL (non-finite output)" in r.render()
+    assert cli_main(["verify", str(pkl), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert out["passed"] is False and out["stages"]["res5"]["max_rel"] is None
+
+
+def test_all_zero_outputs_compare_nothing_and_fail(narrow_pair):
+    _, pkl = narrow_pair
+    _edit(pkl, lambda d: [v.fill(0) for v in d["model"].values()])  # before: PASS (0 / max(0, 1e-12) = 0)
+    r = verify(pkl)
+    assert not r.passed and all(s.ref_max_abs == 0 for s in r.stages.values())
+    assert "all zeros: nothing compared" in r.render()
+
+
+@pytest.mark.parametrize("size", [0, -5, 1, 31, 1025, 10**9])
+def test_size_out_of_range_is_refused(narrow_pair, capsys, size):
+    _, pkl = narrow_pair  # before: tracebacks for 0 / -5 / 10**9, a hang for 5000, PASS for 1 and 31
+    msg = _err(capsys, ["verify", str(pkl), "--size", str(size)])
+    assert "outside 32..1024" in msg and "stride is 32" in msg
+
+
+def test_size_at_the_lower_bound_passes(narrow_pair):
+    src, pkl = narrow_pair
+    r = verify(pkl, src, size=32)
+    assert r.passed and r.input_shape == (1, 3, 32, 32)
+
+
+def test_metadata_that_disagrees_with_the_source_fails(narrow_pair, capsys):
+    src, pkl = narrow_pair
+    _edit(pkl, lambda d: d[META_KEY]["convention"].update(input_format="BGR"))  # train would feed BGR: wrong APs
+    r = verify(pkl, src)
+    assert not r.passed and r.meta_mismatches and "convention" in r.meta_mismatches[0]
+    assert all(s.max_rel == 0 for s in r.stages.values())  # the tensors alone would have passed
+    assert "metadata   FAIL: convention" in r.render()
+
+
+def test_metadata_arch_far_larger_than_the_tensors_is_refused_before_building(narrow_pair, capsys):
+    _, pkl = narrow_pair
+    _edit(pkl, lambda d: d[META_KEY]["arch"].update(depth=152, width_per_group=512, res2_out_channels=8192))
+    assert "the metadata does not describe these tensors" in _err(capsys, ["verify", str(pkl)])
+
+
+def test_integer_backbone_tensor_is_refused(narrow_pair, capsys):
+    _, pkl = narrow_pair
+    _edit(pkl, lambda d: d["model"].__setitem__("res3.0.conv1.weight", d["model"]["res3.0.conv1.weight"].astype(np.int32)))
+    assert "res3.0.conv1.weight is int32" in _err(capsys, ["verify", str(pkl)])
+
+
+def test_bad_source_forms(narrow_pair, capsys, tmp_path):
+    import os
+    _, pkl = narrow_pair
+    os.mkfifo(tmp_path / "f.pth")
+    for source, needle in [(tmp_path / "nope.pth", "no such file"), (tmp_path / "f.pth", "named pipe"),
+                           (tmp_path, "is a directory"), ("/dev/zero", "character device")]:
+        # before: FileNotFoundError / IsADirectoryError tracebacks, and a hang on the FIFO and /dev/zero
+        assert needle in _err(capsys, ["verify", str(pkl), "--source", str(source)])

@@ -4,7 +4,8 @@ The file is a pickle of ``{"model": {name: np.ndarray}, "__author__": str, "matc
 True, META_KEY: WeightsMeta.to_dict()}`` -- exactly what ``DetectionCheckpointer`` accepts as
 Detectron2-format (it needs both "model" and "__author__", else it parses the file as Caffe2).
 :func:`read_d2_pkl` is the reverse helper (numpy -> torch) with an unpickler that admits numpy
-arrays and plain containers only.
+arrays and plain containers only, and it refuses non-finite values (``train`` reads weights' metadata
+through it). Output paths are checked by :mod:`infomin_det.convert.files`.
 """
 
 from __future__ import annotations
@@ -19,32 +20,14 @@ import numpy as np
 import torch
 
 from infomin_det.atomic import atomic_write
+from infomin_det.convert.files import check_input, describe, os_error, show
+from infomin_det.convert.resnet_keys import arch_problem
+from infomin_det.convert.values import ANY, VARIANCE, check_tensors, role_of
 from infomin_det.errors import UserError
 from infomin_det.untrusted import pickle_load
 from infomin_det.weights_meta import META_KEY, WeightsMeta
 
 AUTHOR = "infomin-det convert"
-
-
-def check_output(out: str | os.PathLike, force: bool, src: str | os.PathLike | None = None) -> Path:
-    """Refuse an output path we must not (or cannot) write, before any work is done."""
-    out = Path(out)
-    if out.suffix != ".pkl":
-        raise UserError(f"output {out} does not end in .pkl; Detectron2 reads only .pkl files as its own "
-                        "format (anything else is torch.load-ed without the name matching)",
-                        f"name the output {out.with_suffix('.pkl').name}")
-    if src is not None and Path(src).exists() and out.exists() and out.resolve() == Path(src).resolve():
-        raise UserError(f"output {out} is the source file", "write the converted weights to a new file")
-    if out.exists() and not force:
-        raise UserError(f"output {out} exists", "pass --force to overwrite it, or choose another name")
-    if out.is_dir():
-        raise UserError(f"output {out} is a directory", "name a .pkl file")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"output directory {parent} does not exist", f"create it first: mkdir -p {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"output directory {parent} is not writable", "choose a writable output directory")
-    return out
 
 
 def write_d2_pkl(out: Path, model: Mapping[str, np.ndarray], meta: WeightsMeta) -> int:
@@ -54,10 +37,8 @@ def write_d2_pkl(out: Path, model: Mapping[str, np.ndarray], meta: WeightsMeta) 
         with atomic_write(out) as tmp:
             with open(tmp, "wb") as f:
                 pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-    except PermissionError as e:
-        raise UserError(f"cannot write {out}: {e.strerror}", "choose a writable output directory") from None
     except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}", "free disk space or choose another directory") from None
+        raise os_error(e, out, f"cannot write {show(out)}") from None
     return out.stat().st_size
 
 
@@ -71,31 +52,86 @@ class D2Weights:
     matching_heuristics: bool
 
 
+_CONVERTIBLE = ("a torch.save archive", "a legacy (pre-1.6) torch.save file")
+_FIX_RECREATE = "re-create it with infomin-det convert"
+
+
+def converted_name(path: Path) -> str:
+    """The .pkl name to suggest for converting ``path`` (``moco.pth.tar`` -> ``moco.pkl``)."""
+    base = path.name
+    while Path(base).suffix.lower() in (".tar", ".pth", ".pt", ".ckpt", ".bin", ".pkl") and Path(base).stem:
+        base = Path(base).stem
+    name = base + ".pkl"
+    return show(path.with_name(name if name != path.name else base + "_d2.pkl"))
+
+
+def _not_weights(path: Path, kind: str) -> UserError:
+    if kind in _CONVERTIBLE:
+        if path.suffix == ".pkl":
+            cause = f"{show(path)} is {kind} named .pkl; Detectron2 pickle.loads every .pkl and cannot read it"
+        else:
+            cause = (f"{show(path)} is {kind} (a training checkpoint), not Detectron2 .pkl weights; "
+                     "Detectron2 cannot use it as a pretrained backbone")
+        return UserError(cause, f"convert it: infomin-det convert {show(path)} {converted_name(path)}")
+    return UserError(f"{show(path)} is {kind}, not Detectron2 .pkl weights (a pickle written by infomin-det convert)",
+                     "pass the .pkl written by infomin-det convert")
+
+
 def read_d2_pkl(path: str | os.PathLike) -> D2Weights:
     """Load a Detectron2-format ``.pkl`` as torch tensors (the reverse of :func:`write_d2_pkl`).
 
-    Refuses, with cause and fix, what Detectron2 would misread: a torch.save archive named .pkl,
-    a pickle without "model"/"__author__" (parsed as Caffe2 blobs), arbitrary pickled objects.
+    Refuses, with cause and fix, what Detectron2 would misread or what would train wrong: a file
+    that is not a pickle (a torch.save archive, named .pkl or not, says so and how to convert it), a
+    pickle without "model"/"__author__" (parsed as Caffe2 blobs), arbitrary pickled objects, an
+    empty "model", entries that are not numeric arrays, non-finite values or a negative BN running
+    variance (one isfinite pass), and malformed metadata.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file", "check the path of the converted .pkl")
-    with open(path, "rb") as f:
-        head = f.read(4)
-        if head == b"PK\x03\x04":
-            raise UserError(f"{path} is a torch.save archive named .pkl; Detectron2 pickle.loads every .pkl "
-                            "and cannot read it", f"convert it: infomin-det convert {path} {path.stem}_d2.pkl")
-        f.seek(0)
-        try:
+    path = check_input(path, "weights file", "check the path of the converted .pkl")
+    try:
+        with open(path, "rb") as f:
+            kind = describe(path, f.read(512))
+            if kind not in ("a plain pickle", "a text file", "a binary file of unknown format"):  # protocol 0 is text
+                raise _not_weights(path, kind)
+            f.seek(0)
             data = pickle_load(f)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-            raise UserError(f"{path} is not a readable weights pickle ({type(e).__name__}: {e})",
-                            "re-create it with infomin-det convert") from None
-    if not isinstance(data, dict) or "model" not in data or "__author__" not in data:
-        raise UserError(f"{path} lacks 'model'/'__author__': Detectron2 would parse it as a Caffe2 blob file",
-                        "re-create it with infomin-det convert")
-    model = {}
-    for k, v in data["model"].items():
+    except UserError:
+        raise
+    except OSError as e:
+        raise os_error(e, path, f"weights file {show(path)}") from None
+    except Exception as e:  # noqa: BLE001 - untrusted bytes: any failure inside the unpickler means "not weights"
+        if kind != "a plain pickle":
+            raise _not_weights(path, kind) from None
+        raise UserError(f"{show(path)} is not a readable weights pickle (truncated or damaged: "
+                        f"{type(e).__name__}: {str(e)[:120]})", _FIX_RECREATE) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{show(path)} holds a pickled {type(data).__name__}, not Detectron2 weights "
+                        "(a dict with 'model' and '__author__')", _FIX_RECREATE)
+    if "model" not in data or "__author__" not in data:
+        raise UserError(f"{show(path)} lacks 'model'/'__author__': Detectron2 would parse it as a Caffe2 blob file",
+                        _FIX_RECREATE)
+    raw = data["model"]
+    if not isinstance(raw, dict) or not raw:
+        what = "is empty" if isinstance(raw, dict) else f"is a {type(raw).__name__}, not a dict of arrays"
+        raise UserError(f"{show(path)}: its 'model' {what}; Detectron2 would load no weights at all", _FIX_RECREATE)
+    model: dict[str, torch.Tensor] = {}
+    for k, v in raw.items():
+        if not isinstance(k, str):
+            raise UserError(f"{show(path)}: 'model' has a key {show(repr(k))} that is not a name", _FIX_RECREATE)
+        if not isinstance(v, (np.ndarray, np.generic)) or np.asarray(v).dtype.kind not in "biuf":
+            what = f"{np.asarray(v).dtype} array" if isinstance(v, (np.ndarray, np.generic)) else type(v).__name__
+            raise UserError(f"{show(path)}: 'model' entry {show(k)} is a {what}, not a numeric array", _FIX_RECREATE)
         model[k] = torch.from_numpy(np.asarray(v))
-    meta = WeightsMeta.from_dict(data[META_KEY]) if META_KEY in data else None
+    check_tensors(((k, t, VARIANCE if role_of(k) == VARIANCE else ANY) for k, t in model.items()), show(path))
+    meta = _meta(path, data[META_KEY]) if META_KEY in data else None
     return D2Weights(model, str(data["__author__"]), meta, bool(data.get("matching_heuristics", False)))
+
+
+def _meta(path: Path, d: Any) -> WeightsMeta:
+    try:
+        meta = WeightsMeta.from_dict(d)
+        bad = arch_problem(meta.arch)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        bad = f"{type(e).__name__}: {e}"
+    if bad:
+        raise UserError(f"{show(path)}: its infomin-det metadata ({META_KEY}) is malformed ({show(bad)})", _FIX_RECREATE)
+    return meta

@@ -1,10 +1,11 @@
 """Checkpoint layouts: where a checkpoint keeps its backbone, and which encoder to take.
 
-A :class:`Layout` is one row of DESIGN.md section 3: the path to the state dict inside the
-checkpoint (``container``), the prefix of the query/online encoder's trunk, and the non-backbone
-key groups it is known to carry (momentum encoder, queue, projection heads) which are dropped by
-name. ``LAYOUTS`` is the registry; :func:`select` runs every recogniser, falls back to a generic
-search for a single ResNet trunk, and refuses ambiguity. ``--key``/``--prefix`` bypass recognition.
+A :class:`Layout` is one known release format (MoCo, DINO, SwAV, ... -- the table in docs/convert.md):
+the path to the state dict inside the checkpoint (``container``), the prefix of the query/online
+encoder's trunk, and the non-backbone key groups it is known to carry (momentum encoder, queue,
+projection heads) which are dropped by name. ``LAYOUTS`` is the registry; :func:`select` runs every
+recogniser, falls back to a generic search for a single ResNet trunk, and refuses ambiguity (and
+says why nothing was found). ``--key``/``--prefix`` bypass recognition (:func:`from_override`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
+from infomin_det.convert.files import show
 from infomin_det.errors import UserError
 
 PRETRAIN_FORMAT = "infomin-det/pretrain"
@@ -40,7 +42,7 @@ class Candidate:
     encoder: str
     drops: tuple[tuple[str, str], ...] = ()
     arch_hint: Mapping[str, int] | None = None  # self-describing checkpoints record their arch
-    drop_outside: bool = False  # --prefix given: every key outside it is dropped (by first name part)
+    drop_outside: bool = False  # --key/--prefix given: keys outside the prefix and non-tensor entries are dropped
     alias: str = ""  # another prefix holding the *same* trunk (mmselfsup encoder_q.0.): checked equal, dropped
 
     @property
@@ -190,6 +192,9 @@ def select(ckpt: Any, ema: bool = False) -> Candidate:
     """The one backbone to convert, by layout recognition (then a generic search)."""
     hit = _pretrain(ckpt)
     if hit is not None:
+        if ema:
+            raise UserError("--ema: an infomin-det pretrain checkpoint keeps the query encoder only (no EMA model)",
+                            "drop --ema")
         return hit
     _check_prefix_consistency(ckpt)
     found: dict[tuple, Candidate] = {}
@@ -202,10 +207,7 @@ def select(ckpt: Any, ema: bool = False) -> Candidate:
                         "drop --ema, or pass --key/--prefix to the EMA weights")
     candidates = list(found.values()) or _generic(ckpt)
     if not candidates:
-        top = ", ".join(map(str, list(ckpt)[:8])) if isinstance(ckpt, Mapping) else type(ckpt).__name__
-        raise UserError(f"no ResNet trunk (keys ending in conv1.weight / layer1.0.conv1.weight) found; "
-                        f"top-level entries: {top}",
-                        "pass --key to the state dict and --prefix to the trunk's keys")
+        raise _nothing_found(ckpt)
     if len(candidates) > 1:
         listing = "; ".join(f"{c.where} ({c.source_format})" for c in candidates)
         raise UserError(f"{len(candidates)} candidate encoders and nothing decides between them: {listing}",
@@ -213,22 +215,107 @@ def select(ckpt: Any, ema: bool = False) -> Candidate:
     return candidates[0]
 
 
+def _mappings(obj: Any, depth: int = 3, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Mapping]]:
+    """Every mapping in the checkpoint (itself included), up to ``depth`` levels of nesting."""
+    if not isinstance(obj, Mapping):
+        return []
+    out = [(path, obj)]
+    if depth:
+        out += [m for k, v in obj.items() if isinstance(k, str) for m in _mappings(v, depth - 1, path + (k,))]
+    return out
+
+
+def _where(path: tuple[str, ...]) -> str:
+    return "".join(f"[{k!r}]" for k in path) or "the file"
+
+
+def _arg(value: str) -> str:
+    """A command-line argument as the user would type it ('' for empty)."""
+    return show(value) if value else "''"
+
+
+def _entries(m: Mapping, n: int = 8) -> str:
+    keys = list(m)
+    return ", ".join(show(k) for k in keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _nothing_found(ckpt: Any) -> UserError:
+    """Why no ResNet trunk was found: an empty checkpoint, a trunk among non-tensor entries, or none."""
+    if not isinstance(ckpt, Mapping):
+        return UserError(f"the checkpoint holds a {type(ckpt).__name__}, not a dict of weights",
+                         "pass a checkpoint whose top level is a dict (a state dict, or a dict holding one)")
+    if not ckpt:
+        return UserError("the checkpoint is an empty dict: it holds no weights", "copy or save the checkpoint again")
+    for path, m in _mappings(ckpt):
+        named = {k: v for k, v in m.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        roots = _roots(named)
+        if roots and not is_state_dict(m):
+            odd = [k for k, v in m.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+            shown = ", ".join(f"{show(k)} ({type(m[k]).__name__})" if isinstance(k, str)
+                              else f"{k!r} (a {type(k).__name__} key)" for k in odd[:3])
+            return UserError(f"{_where(path)} holds a ResNet trunk but also {len(odd)} entries that are not "
+                             f"name -> tensor: {shown}",
+                             f"pass --key {_arg('.'.join(path))} --prefix {_arg(next(iter(roots)))} "
+                             "(non-tensor entries and keys outside the prefix are then dropped)")
+    empty = [path for path, m in _mappings(ckpt) if not m]
+    if empty:
+        return UserError(f"{_where(empty[0])} is an empty dict and no ResNet trunk is found elsewhere "
+                         f"(top-level entries: {_entries(ckpt)})", "the checkpoint holds no weights; save it again")
+    return UserError(f"no ResNet trunk (keys ending in conv1.weight / layer1.0.conv1.weight) found; "
+                     f"top-level entries: {_entries(ckpt)}",
+                     "pass --key to the state dict and --prefix to the trunk's keys")
+
+
+def _walk(ckpt: Any, key: str) -> Any:
+    """The object at dotted ``key`` ('' = the file), or UserError naming the first step that fails."""
+    obj, done = ckpt, []
+    for part in key.split(".") if key else []:
+        if not isinstance(obj, Mapping):
+            raise UserError(f"--key {_arg(key)}: {_where(tuple(done))} is a {type(obj).__name__}, not a dict",
+                            "pass --key as a dotted path through nested dicts to the state dict")
+        if part not in obj:
+            flat = any(isinstance(k, str) and k.startswith(part + ".") for k in obj)
+            hint = ("; dots inside key names belong in --prefix, not --key" if flat
+                    else "")
+            raise UserError(f"--key {_arg(key)}: {_where(tuple(done))} has no entry {part!r} "
+                            f"(entries: {_entries(obj)}){hint}",
+                            "pass --key as a dotted path through nested dicts to the state dict, e.g. --key state_dict")
+        obj = obj[part]
+        done.append(part)
+    return obj
+
+
 def from_override(ckpt: Any, key: str | None, prefix: str | None) -> Candidate:
-    """The candidate named by ``--key`` (dotted path, '' = the file) and ``--prefix``."""
+    """The candidate named by ``--key`` (dotted path, '' = the file) and ``--prefix``.
+
+    Entries outside the prefix, and entries that are not name -> tensor, are dropped by
+    :func:`~infomin_det.convert.converter.extract` (and reported as such).
+    """
+    key = key or ""
     path = tuple(key.split(".")) if key else ()
-    sd = resolve(ckpt, path)
-    if not is_state_dict(sd):
-        avail = ", ".join(map(str, list(sd)[:8])) if isinstance(sd, Mapping) else ""
-        raise UserError(f"--key {key or '(none)'!r} does not lead to a state dict of tensors"
-                        + (f" (entries there: {avail})" if avail else ""),
-                        "pass --key as a dotted path to the state dict, e.g. --key state_dict")
+    sd = _walk(ckpt, key)
+    if not isinstance(sd, Mapping):
+        raise UserError(f"--key {_arg(key)} leads to a {type(sd).__name__}, not a state dict",
+                        "pass --key as a dotted path to the dict of tensors, e.g. --key state_dict")
+    named = {k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not named:
+        raise UserError(f"--key {_arg(key)} leads to a dict without tensors (entries: {_entries(sd)})",
+                        "pass --key as a dotted path to the dict of tensors, e.g. --key state_dict")
+    roots = list(_roots(named))
+    listing = ", ".join(repr(r) for r in roots[:6]) or "none"
     if prefix is None:
-        roots = list(_roots(sd))
         if len(roots) != 1:
-            raise UserError(f"--key {key!r}: {len(roots)} ResNet trunks under prefixes {roots}",
+            raise UserError(f"--key {_arg(key)}: {len(roots)} ResNet trunks, under prefixes {listing}",
                             "pass --prefix too")
         prefix = roots[0]
-    if not any(k.startswith(prefix) for k in sd):
-        raise UserError(f"--prefix {prefix!r} matches no key in {key or 'the file'!r} (first keys: "
-                        f"{', '.join(list(sd)[:3])})", "pass the prefix the trunk's keys start with")
-    return Candidate("custom", path, prefix, "chosen with --key/--prefix", drop_outside=True)
+    if prefix and not prefix.endswith("."):
+        near = [r for r in roots if r.startswith(prefix)]
+        raise UserError(f"--prefix {prefix!r} does not end at a '.'; a prefix is whole name parts",
+                        f"pass --prefix {near[0]!r}" if len(near) == 1 else f"trunk prefixes here: {listing}")
+    if not any(k.startswith(prefix) for k in named):
+        raise UserError(f"--prefix {prefix!r} matches no tensor key in {_arg(key) if key else 'the file'} "
+                        f"(first keys: {_entries(named, 3)})", f"trunk prefixes here: {listing}")
+    encoder = "chosen with --key/--prefix"
+    if _MOMENTUM.search(key + "." + prefix):
+        encoder += " (by its name a momentum/EMA/target/teacher copy)"
+    return Candidate("custom", path, prefix, encoder, drop_outside=True)

@@ -1,7 +1,9 @@
-"""Reading a foreign checkpoint safely: file checks, format sniffing, ``weights_only`` loading.
+"""Reading a foreign checkpoint safely: file checks, format sniffing, integrity, ``weights_only`` loading.
 
 Foreign checkpoints are untrusted pickles: they are loaded by :func:`infomin_det.untrusted.torch_load`
 (``weights_only=True`` plus a minimal allowlist); anything else needs an explicit ``trust_pickle=True``.
+A torch.save archive is a zip whose members carry a CRC-32: every member is checked before loading
+(torch does not check them, so flipped bytes would otherwise load as wrong weights).
 Every failure is a :class:`~infomin_det.errors.UserError` with a one-line cause and fix.
 """
 
@@ -9,16 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from infomin_det.convert.files import check_input, describe, os_error, show
 from infomin_det.errors import UserError
 from infomin_det.untrusted import torch_load
 
-# The first bytes of a legacy (pre-1.6, non-zip) ``torch.save`` file: the pickled magic number.
-_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-_ZIP_MAGIC = b"PK\x03\x04"
+_FIX_COPY = "copy or download the checkpoint again and compare its sha256"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -30,29 +32,46 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def sniff(path: Path) -> str:
-    """'zip' (torch.save >= 1.6), 'legacy-torch', 'pickle' (plain pickle) or 'unknown'.
+def check_source(path: str | os.PathLike) -> Path:
+    """``path`` if it is a readable, non-empty regular file (see :func:`files.check_input`)."""
+    return check_input(path, "source checkpoint", "check the path of the source checkpoint")
 
-    Raises UserError for a missing path, a directory, an empty file or a truncated zip.
+
+def sniff(path: Path) -> str:
+    """'zip' (torch.save >= 1.6), 'legacy-torch', 'pickle' (plain pickle) or UserError saying what it is.
+
+    Also refuses a path that is not a readable regular file, and a damaged zip (truncated, or a
+    member whose bytes fail its CRC-32).
     """
-    if not path.exists():
-        raise UserError(f"{path}: no such file", "check the path of the source checkpoint")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, not a checkpoint file", "pass the checkpoint file itself")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path} is empty (0 bytes)", "copy or download the checkpoint again")
-    with open(path, "rb") as f:
-        head = f.read(len(_LEGACY_TORCH_MAGIC))
-    if head.startswith(_ZIP_MAGIC):
-        if not zipfile.is_zipfile(path):
-            raise UserError(f"{path} is a truncated or corrupt torch.save archive (no zip central directory)",
-                            "copy or download the checkpoint again and compare its sha256")
+    path = check_source(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        raise os_error(e, path, f"source checkpoint {show(path)}") from None
+    kind = describe(path, head)
+    if kind == "a torch.save archive":
+        _check_crc(path)
         return "zip"
-    if head == _LEGACY_TORCH_MAGIC:
+    if kind == "a legacy (pre-1.6) torch.save file":
         return "legacy-torch"
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]"):
+    if kind == "a plain pickle":
         return "pickle"
-    return "unknown"
+    if kind.startswith("a truncated or corrupt zip"):
+        raise UserError(f"{show(path)} is a truncated or corrupt torch.save archive (no zip central directory)", _FIX_COPY)
+    raise UserError(f"{show(path)} is {kind}, not a checkpoint written by torch.save",
+                    "pass the .pth/.pth.tar/.ckpt file written by torch.save")
+
+
+def _check_crc(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise UserError(f"{show(path)} is a damaged torch.save archive ({type(e).__name__}: {e})", _FIX_COPY) from None
+    if bad is not None:
+        raise UserError(f"{show(path)} is a corrupt torch.save archive: member {show(bad)} fails its CRC-32 check",
+                        _FIX_COPY)
 
 
 def load_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
@@ -63,10 +82,14 @@ def load_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> Any:
     path = Path(path)
     kind = sniff(path)
     if kind == "pickle":
-        raise UserError(f"{path} is a plain pickle, not a torch checkpoint (Detectron2/caffe2 .pkl files "
+        raise UserError(f"{show(path)} is a plain pickle, not a torch checkpoint (Detectron2/caffe2 .pkl files "
                         "are already in Detectron2's format)",
                         "use it directly as MODEL.WEIGHTS, or convert the original .pth/.pth.tar instead")
-    if kind == "unknown":
-        raise UserError(f"{path} is not a checkpoint (neither a torch.save archive nor a pickle)",
-                        "pass the .pth/.pth.tar/.ckpt file written by torch.save")
-    return torch_load(path, trust_pickle=trust_pickle, mmap=kind == "zip")
+    try:
+        return torch_load(path, trust_pickle=trust_pickle, mmap=kind == "zip")
+    except UserError as e:
+        m = re.search(r"failed locating file (\S+): file not found", e.cause)
+        if m:
+            raise UserError(f"{show(path)} is an incomplete torch.save archive: member {m.group(1)} is missing",
+                            _FIX_COPY) from None
+        raise

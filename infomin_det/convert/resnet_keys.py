@@ -9,9 +9,11 @@ backbone, a deep "D" stem, an avg-pool shortcut or a ViT is refused with the fir
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Mapping, Sequence
 
+from infomin_det.convert.files import show
 from infomin_det.errors import UserError
 from infomin_det.weights_meta import ResNetArch
 
@@ -102,7 +104,7 @@ def expected_groups(arch: ResNetArch) -> int:
 def _first(keys: Sequence[str], n: int = 3) -> str:
     keys = sorted(keys, key=_natural)
     more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
+    return ", ".join(map(show, keys[:n])) + more
 
 
 def _natural(key: str) -> list:
@@ -132,6 +134,10 @@ def infer_arch(shapes: Mapping[str, Shape], where: str = "the backbone") -> ResN
     Raises UserError naming the first offending keys when the trunk is not one Detectron2 builds.
     """
     refuse_foreign(shapes, where)
+    empty = [k for k, shape in shapes.items() if 0 in tuple(shape)]
+    if empty:
+        raise UserError(f"{where}: tensor {show(empty[0])} has an empty dimension (shape {tuple(shapes[empty[0]])})",
+                        "the checkpoint is damaged or not a ResNet; convert a complete one")
     stem = shapes.get("conv1.weight")
     if stem is None or len(stem) != 4 or stem[1:] != (3, 7, 7):
         raise UserError(f"{where} has no 7x7 RGB stem 'conv1.weight' (first keys: {_first(list(shapes))})",
@@ -164,6 +170,25 @@ def infer_arch(shapes: Mapping[str, Shape], where: str = "the backbone") -> ResN
         arch = ResNetArch(depth, 1, 64, stem[0], 64)
     check_exact(shapes, arch, where)
     return arch
+
+
+def arch_problem(arch: ResNetArch) -> str | None:
+    """Why Detectron2 cannot build ``arch`` (as its ``build_resnet_backbone`` would assert), or None."""
+    fields = (arch.depth, arch.num_groups, arch.width_per_group, arch.stem_out_channels, arch.res2_out_channels)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
+        return f"arch fields must be integers, got {fields}"
+    if arch.depth not in DEPTH_TO_BLOCKS:
+        return f"depth {arch.depth} is not one of {sorted(DEPTH_TO_BLOCKS)}"
+    if min(fields[1:]) <= 0:
+        return f"widths must be positive, got {fields[1:]}"
+    if arch.depth < 50 and (arch.num_groups, arch.width_per_group, arch.res2_out_channels) != (1, 64, 64):
+        return f"R-{arch.depth} is built with 1 group of width 64 and res2 width 64 only"
+    return None
+
+
+def arch_values(arch: ResNetArch) -> int:
+    """Number of values in the trunk of ``arch`` (its size, before building it)."""
+    return sum(math.prod(shape) for shape in expected_shapes(arch).values())
 
 
 def check_exact(shapes: Mapping[str, Shape], arch: ResNetArch, where: str = "the backbone") -> None:

@@ -1,8 +1,8 @@
 """Random ResNet checkpoints in every foreign layout, for the converter's tests and benchmark.
 
 :func:`random_trunk` is a torchvision-named trunk with random weights *and* randomised BN statistics
-(so an output check cannot pass trivially); :func:`wrap` packs it the way each tool of DESIGN.md
-section 3 saves it, with decoys (momentum/EMA copies holding *different* values, heads, queues,
+(so an output check cannot pass trivially); :func:`wrap` packs it the way each tool of the layout
+table in docs/convert.md saves it, with decoys (momentum/EMA copies holding *different* values, heads, queues,
 optimizer state, an argparse Namespace) so that taking the wrong encoder is visible in the tensors.
 """
 
