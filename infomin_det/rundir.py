@@ -22,6 +22,7 @@ from infomin_det.atomic import write_text_atomic
 from infomin_det.errors import UserError
 
 RUN_JSON = "run.json"
+FINAL_RESULTS = "final_results.json"       # the final evaluation's results (the trainer writes it)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -67,11 +68,15 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def run_dir(root: str | Path, experiment: str, protocol: str, weights_name: str, seed: int) -> Path:
-    """``<root>/<experiment>/<protocol>/<weights_name>/seed<seed>``."""
+def run_dir(root: str | Path, experiment: str, protocol: str, weights_name: str, seed: int,
+            variant: str = "") -> Path:
+    """``<root>/<experiment>/<protocol>/<weights_name>[+<variant>]/seed<seed>`` (a protocol variant
+    is its own row, so its runs get their own directories)."""
     check_name("experiment", experiment)
     check_name("weights", weights_name)
+    if variant:
+        check_name("variant", variant)
     parts = protocol.split("/")
     for p in parts:
         check_name("protocol part", p)
-    return Path(root, experiment, *parts, weights_name, f"seed{seed}")
+    return Path(root, experiment, *parts, f"{weights_name}+{variant}" if variant else weights_name, f"seed{seed}")

@@ -11,15 +11,12 @@ import pytest
 import torch
 
 from infomin_det.engine.spec import TrainSpec
+from infomin_det.engine.tiny import tiny
 
 pytestmark = pytest.mark.detectron2
 trainer = pytest.importorskip("infomin_det.engine.trainer")
 
-TINY = ("MODEL.RESNETS.DEPTH 50 MODEL.RESNETS.WIDTH_PER_GROUP 16 MODEL.RESNETS.RES2_OUT_CHANNELS 64 "
-        "MODEL.RESNETS.STEM_OUT_CHANNELS 16 INPUT.MIN_SIZE_TRAIN (96,) INPUT.MAX_SIZE_TRAIN 128 "
-        "INPUT.MIN_SIZE_TEST 96 INPUT.MAX_SIZE_TEST 128 SOLVER.IMS_PER_BATCH 2 SOLVER.MAX_ITER 2 "
-        "TEST.PRECISE_BN.NUM_ITER 1 MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 32 MODEL.RPN.BATCH_SIZE_PER_IMAGE 32 "
-        "DATALOADER.NUM_WORKERS 0 MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0").split()
+TINY = tiny("MODEL.RESNETS.DEPTH", "50", "SOLVER.MAX_ITER", "2", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
 
 
 def coco_json(tiny_coco):

@@ -10,17 +10,11 @@ from infomin_det.convert import convert
 from infomin_det.convert.d2pkl import read_d2_pkl, write_d2_pkl
 from infomin_det.convert.synthetic import random_trunk
 from infomin_det.engine.spec import TrainSpec
+from infomin_det.engine.tiny import tiny
 from infomin_det.errors import UserError
 from infomin_det.weights_meta import MSRA_CAFFE2, ResNetArch
 
-TINY = ("MODEL.RESNETS.WIDTH_PER_GROUP", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-        "MODEL.RESNETS.STEM_OUT_CHANNELS", "16", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128",
-        "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128", "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1", "SOLVER.BASE_LR", "0.001",
-        "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "32", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16",
-        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.CONV_DIM", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-        "MODEL.ROI_MASK_HEAD.CONV_DIM", "32", "TEST.PRECISE_BN.NUM_ITER", "1", "DATALOADER.NUM_WORKERS", "0",
-        "SOLVER.CHECKPOINT_PERIOD", "1")
+TINY = tiny("SOLVER.MAX_ITER", "2", "SOLVER.BASE_LR", "0.001", "SOLVER.CHECKPOINT_PERIOD", "1")
 ARCH = ResNetArch(50, 1, 16, 16, 64)
 
 
@@ -104,3 +98,26 @@ def test_two_process_gloo_syncbn_run(tiny_coco, weights, tmp_path):
     cfg = (tmp_path / "r" / "config.yaml").read_text()
     assert "naiveSyncBN" in cfg
     assert json.loads((tmp_path / "r" / "final_results.json").read_text())["bbox"]
+
+
+@pytest.mark.parametrize("world,batch,lr,max_iter,steps", [(8, 16, 0.02, 90000, (60000, 80000)),
+                                                          (4, 8, 0.01, 180000, (120000, 160000)),
+                                                          (1, 2, 0.0025, 720000, (480000, 640000))])
+def test_protocol_scales_linearly_from_its_8_gpus(tiny_coco, tmp_path, world, batch, lr, max_iter, steps):
+    """2 images per GPU whatever the GPU count; LR with the world size; schedule inversely."""
+    from infomin_det.engine.config import build_config
+
+    spec = TrainSpec("coco/R50-FPN-1x", "", str(tmp_path / "o"),
+                     dataset="coco-json:{}:{}:{}:{}".format(*tiny_coco["train"], *tiny_coco["val"]))
+    cfg, _, _ = build_config(spec, world=world)
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (batch, max_iter, steps)
+    assert cfg.SOLVER.BASE_LR == pytest.approx(lr)
+
+
+def test_a_batch_that_cannot_be_scaled_is_refused(tiny_coco, tmp_path):
+    from infomin_det.engine.config import build_config
+
+    spec = TrainSpec("coco/R50-FPN-1x", "", str(tmp_path / "o"), opts=("SOLVER.IMS_PER_BATCH", "2"),
+                     dataset="coco-json:{}:{}:{}:{}".format(*tiny_coco["train"], *tiny_coco["val"]))
+    with pytest.raises(UserError, match="REFERENCE_WORLD_SIZE 0"):
+        build_config(spec, world=1)

@@ -29,6 +29,14 @@ def test_detectron2_flags_become_a_spec():
     assert spec.opts == ("SOLVER.BASE_LR", "0.01") and spec.num_processes == 4 and spec.eval_only
 
 
+def test_variant_leaf_and_device_map_onto_the_spec():
+    args = default_argument_parser().parse_args(
+        ["--config-file", str(ROOT / "coco" / "R50-FPN-1x.random+rgb.yaml"), "MODEL.DEVICE", "cpu"])
+    spec = _tool().spec_from_d2_args(args)
+    assert (spec.protocol, spec.family, spec.variant, spec.device, spec.opts) == \
+        ("coco/R50-FPN-1x", "random", "rgb", "cpu", ())
+
+
 def test_config_outside_the_protocols_is_refused(tmp_path):
     other = tmp_path / "mine.yaml"
     other.write_text("MODEL: {}\n")

@@ -30,7 +30,7 @@ def _converted(tmp_path, arch):
 
 def _spec(tiny_coco, weights, protocol, out, **kw):
     ds = "coco-json:{}:{}:{}:{}".format(*tiny_coco["train"], *tiny_coco["val"])
-    return TrainSpec(protocol, str(weights), str(out), dataset=ds, opts=("MODEL.DEVICE", "cpu"), **kw)
+    return TrainSpec(protocol, str(weights), str(out), dataset=ds, device="cpu", **kw)
 
 
 @pytest.mark.parametrize("protocol,arch", CASES, ids=[c[0] for c in CASES])

@@ -1,21 +1,37 @@
-"""``infomin-det train --protocol P --weights W [--seed K] [OPTS...]``: one run, 1..N local processes."""
+"""``infomin-det train --protocol P --weights W [--seed K] [OPTS...]``: one run, 1..N local processes.
+
+Everything that can be refused is refused before a process is started or a file written
+(:func:`~infomin_det.engine.config.check_spec`). Several processes go through the launcher's own
+path (:func:`infomin_det.launch.task.run_local`: the same rendezvous, device and backend rules as a
+SLURM job). Exit status: 0 with the results printed; 2 bad input; 75 stopped by SIGUSR2 after
+checkpointing (run the same command again to resume).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from pathlib import Path
 
+from infomin_det.dist import DEVICES
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.rundir import run_dir
+
+TRAIN_WORKER = "infomin_det.engine.trainer:train_worker"
+EXIT_PREEMPTED = 75                     # EX_TEMPFAIL: try again (the run resumes)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", required=True, help="protocol id, e.g. coco/R50-FPN-1x (see `infomin-det protocols`)")
     parser.add_argument("--weights", required=True, help="converted .pkl, detectron2:// catalog URL, or 'none' (random init)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run (>= 0; default 0)")
     parser.add_argument("--family", choices=("ssl", "supervised", "random"), default=None,
                         help="override the family chosen from the weights' metadata")
+    parser.add_argument("--variant", default="", help="a named variant of the protocol leaf (default: the authors')")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: CUDA when visible, else CPU; cuda: refuse to run without a GPU; cpu")
     parser.add_argument("--dataset", default="", help="coco-json:<train.json>:<train_images>:<val.json>:<val_images>")
     parser.add_argument("--root", default="runs", help="runs root (output dir: <root>/<experiment>/<protocol>/<weights>/seed<k>)")
     parser.add_argument("--experiment", default="default")
@@ -24,33 +40,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-processes", type=int, default=1, help="local processes (gloo on CPU, NCCL on GPU)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process on CPU (default cores/processes)")
     parser.add_argument("--allow-mismatch", action="append", default=[], metavar="KEY",
-                        help="accept a weights/config disagreement on KEY ('*' for all)")
+                        help="accept a weights/config disagreement on KEY ('all' for every key)")
     parser.add_argument("--eval-only", action="store_true")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="Detectron2 KEY VALUE overrides")
 
 
 def spec_from_args(args: argparse.Namespace) -> TrainSpec:
     name = args.weights_name or (Path(args.weights).stem if args.weights not in ("", "none") else "random")
-    out = args.output_dir or str(run_dir(args.root, args.experiment, args.protocol, name, args.seed))
+    out = args.output_dir or str(run_dir(args.root, args.experiment, args.protocol, name, args.seed, args.variant))
+    opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     return TrainSpec(args.protocol, args.weights, out, weights_name=name, seed=args.seed, experiment=args.experiment,
-                     opts=tuple(args.opts), dataset=args.dataset, allow_mismatch=tuple(args.allow_mismatch),
+                     opts=tuple(opts), dataset=args.dataset, allow_mismatch=tuple(args.allow_mismatch),
                      eval_only=args.eval_only, num_processes=args.num_processes, family=args.family or "",
-                     extra={"threads": args.threads})
+                     variant=args.variant, device=args.device, extra={"threads": args.threads})
 
 
 def main(args: argparse.Namespace) -> int:
-    from detectron2.engine import launch
-
-    from infomin_det.engine.trainer import FINAL_RESULTS, train_worker
+    from infomin_det.engine.config import check_spec
 
     spec = spec_from_args(args)
-    if spec.num_processes > 1:
-        from infomin_det.engine.config import build_config  # validate before spawning
-        build_config(spec)
-        launch(train_worker, spec.num_processes, dist_url="auto", args=(spec,))
-        final = Path(spec.output_dir, FINAL_RESULTS)
-        results = json.loads(final.read_text()) if final.exists() else {}
-    else:
-        results = train_worker(spec)
-    print(json.dumps({"output_dir": spec.output_dir, "results": results}, indent=2))
+    check_spec(spec)
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):   # logs and pycocotools' prints: stdout is for the results
+        results = _run(spec, args)
+    if results is None:
+        return EXIT_PREEMPTED
+    print(json.dumps({"output_dir": spec.output_dir, "results": results}, indent=2), file=out)
     return 0
+
+
+def _run(spec: TrainSpec, args: argparse.Namespace) -> dict | None:
+    from infomin_det.launch.task import DistributedTask, Preempted, run_local
+
+    try:
+        if spec.num_processes > 1:
+            threads = args.threads or 0
+            task = DistributedTask(TRAIN_WORKER, spec, threads=threads or max(1, _cores() // spec.num_processes),
+                                   label=f"{spec.protocol}/{spec.weights_name}/seed{spec.seed}")
+            results = run_local(task, spec.num_processes)
+        else:
+            from infomin_det.engine.trainer import train_worker
+
+            results = train_worker(spec)
+    except Preempted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return None
+    return results
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,39 +1,58 @@
 """The Detectron2 trainer of one run, and ``train_worker(spec)``: one process's share of a run.
 
-``Trainer`` is Detectron2's ``DefaultTrainer`` with: DDP without device ids on CPU, COCO (official
-pycocotools when ``detectron2._C`` is absent) / VOC evaluators, atomic checkpoints (the .pth and
-``last_checkpoint`` are each written to a temp file and renamed), and the final eval results saved
-to ``final_results.json`` so a resumed run that had finished does not evaluate (or append) twice.
+``Trainer`` is Detectron2's ``DefaultTrainer`` extended only through its documented hooks
+(``build_train_loader``, ``build_hooks``, ``build_writers``, ``build_evaluator``, ``resume_or_load``):
+
+* the training batches are a pure function of (seed, rank, iteration) (:mod:`.loader`) and every
+  iteration is seeded the same way (:class:`.hooks.StepSeed`): an interrupted and resumed run trains
+  on exactly what an uninterrupted one would, and ends with the same numbers;
+* checkpoints are atomic and read back only as data (:mod:`.checkpoint`); a SIGUSR2 (preemption /
+  time limit) checkpoints the current iteration before the job is requeued (:mod:`.hooks`);
+* evaluation records reach ``metrics.json`` as soon as they exist; the final ones also
+  ``final_results.json``, so a resumed run that had finished does not evaluate (or append) twice;
+* DDP gets the device of the model (``device_ids=None`` on CPU, the current GPU on CUDA).
+
+A directory is one run: rerunning it with another config is refused (the keys are named) instead of
+rewriting ``config.yaml`` / ``run.json`` to describe a config the run never used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import weakref
 from pathlib import Path
+from typing import Any, Iterator
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import DefaultTrainer, SimpleTrainer, AMPTrainer, TrainerBase, create_ddp_model, hooks
-from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+import yaml
 from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultTrainer, hooks
+from detectron2.engine import defaults as d2_defaults
+from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from infomin_det.atomic import atomic_write, write_text_atomic
+from infomin_det import dist
+from infomin_det.atomic import write_text_atomic
 from infomin_det.engine import heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
-from infomin_det.engine.config import build_config
+from infomin_det.engine import provenance
+from infomin_det.engine.checkpoint import AtomicCheckpointer
+from infomin_det.engine.config import build_config, leaf_config
+from infomin_det.engine.hooks import FINAL_RESULTS, EvaluateAndRecord, PreemptionCheckpoint, StepSeed, append_record
+from infomin_det.engine.loader import KeyedLoader, build_resumable_loader
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError
 from infomin_det.protocols import get_protocol
 from infomin_det.rundir import RunInfo
 
-FINAL_RESULTS = "final_results.json"
 logger = logging.getLogger("infomin_det")
+CONFIG = "config.yaml"
 
 
 def _has_compiled_ops() -> bool:
@@ -44,46 +63,36 @@ def _has_compiled_ops() -> bool:
         return False
 
 
-class AtomicCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` whose files never exist half-written; records the load's key report."""
+@contextlib.contextmanager
+def _ddp_on_the_model_device() -> Iterator[None]:
+    """``DefaultTrainer`` wraps the model with ``create_ddp_model(model, broadcast_buffers=False)``,
+    which passes ``device_ids=[local rank]``: wrong on CPU (DDP refuses device ids) and wherever the
+    rank's GPU is not ``cuda:<local rank>`` (one GPU per task). Give it the model's own device."""
+    original = d2_defaults.create_ddp_model
 
-    def save(self, name: str, **kwargs) -> None:
-        if not self.save_dir or not self.save_to_disk:
-            return
-        data = {"model": self.model.state_dict(), **{k: v.state_dict() for k, v in self.checkpointables.items()}}
-        data.update(kwargs)
-        basename = f"{name}.pth"
-        self.logger.info("Saving checkpoint to %s", os.path.join(self.save_dir, basename))
-        with atomic_write(os.path.join(self.save_dir, basename)) as tmp:
-            torch.save(data, tmp)
-        self.tag_last_checkpoint(basename)
+    def create(model, **kwargs):
+        device = next(model.parameters()).device
+        kwargs.setdefault("device_ids", [device.index] if device.type == "cuda" else None)
+        return original(model, **kwargs)
 
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        write_text_atomic(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
+    d2_defaults.create_ddp_model = create
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
 
 
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` for the protocols (see module docstring)."""
 
     def __init__(self, cfg):
-        TrainerBase.__init__(self)
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
-        device_ids = None if cfg.MODEL.DEVICE == "cpu" else [comm.get_local_rank()]
-        model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+        self._writers = None
+        with _ddp_on_the_model_device():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_resumable_loader(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name):
@@ -95,26 +104,39 @@ class Trainer(DefaultTrainer):
             return PascalVOCDetectionEvaluator(dataset_name)
         raise UserError(f"no evaluator for dataset {dataset_name} (type {kind!r})", "use a COCO-format or VOC dataset")
 
-    def build_hooks(self):
-        ret = super().build_hooks()
-        for h in ret:
-            if isinstance(h, hooks.EvalHook):
-                h._func = self._saving(h._func)
-        return ret
+    def build_writers(self):
+        if self._writers is None:       # one JSONWriter per run: the eval hook flushes the same one
+            self._writers = super().build_writers()
+        return self._writers
 
-    def _saving(self, func):
-        def run():
-            results = func()
-            if comm.is_main_process() and self.iter + 1 >= self.max_iter:
-                write_text_atomic(Path(self.cfg.OUTPUT_DIR, FINAL_RESULTS), json.dumps(results, indent=2))
-            return results
-        return run
+    def build_hooks(self):
+        self.checkpointer = AtomicCheckpointer(self.checkpointer.model, self.cfg.OUTPUT_DIR,
+                                               trainer=weakref.proxy(self))
+        cfg, me = self.cfg, weakref.proxy(self)
+        out: list = [StepSeed(cfg.SEED)]
+        for h in super().build_hooks():
+            if isinstance(h, hooks.PreciseBN):
+                quiet = cfg.clone()
+                quiet.defrost()
+                quiet.DATALOADER.NUM_WORKERS = 0
+                h = hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, self.model,
+                                    KeyedLoader(build_resumable_loader(quiet, stream="precise_bn"), key=lambda: me.iter),
+                                    cfg.TEST.PRECISE_BN.NUM_ITER)
+            elif isinstance(h, hooks.EvalHook):
+                h = EvaluateAndRecord(cfg.TEST.EVAL_PERIOD)
+            out.append(h)
+        out.append(PreemptionCheckpoint())
+        return out
+
+    def resume_or_load(self, resume=True):
+        if comm.is_main_process():
+            self.checkpointer.remove_partial_saves()
+        super().resume_or_load(resume=resume)
+        self._trainer.data_loader.start = self.start_iter
 
 
 def trunk_keys(model: torch.nn.Module) -> list[str]:
     """State-dict keys of the pretrained trunk (stem, res2..5, C4's roi_heads.res5 without ExtraNorm)."""
-    import re
-
     pat = re.compile(r"^(module\.)?(backbone\.(bottom_up\.)?(stem|res[2-5])\.|roi_heads\.res5\.\d)")
     return [k for k in model.state_dict() if pat.match(k) and not k.endswith("num_batches_tracked")]
 
@@ -133,6 +155,77 @@ def _check_loaded(trainer: Trainer, weights: str) -> None:
                         "use the protocol of its architecture")
 
 
+# ----------------------------------------------------------------------------------------------
+# one directory = one run
+
+_IGNORED = {"OUTPUT_DIR", "MODEL.WEIGHTS", "DATASETS.TRAIN", "DATASETS.TEST"}   # compared via run.json
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(stored: str, current: str) -> list[tuple[str, Any, Any]]:
+    """``[(key, stored value, current value)]`` between two config dumps (run identity keys aside)."""
+    a, b = _flat(yaml.safe_load(stored) or {}), _flat(yaml.safe_load(current) or {})
+    return [(k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b))
+            if k not in _IGNORED and a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def _identity(info: dict) -> dict[str, Any]:
+    files = {role: f.get("sha256", f.get("path")) for role, f in (info.get("dataset") or {}).get("files", {}).items()}
+    return {"protocol": info.get("protocol"), "family": info.get("family"), "variant": info.get("variant", ""),
+            "seed": info.get("seed"), "weights_sha256": (info.get("provenance") or {}).get("weights_sha256", ""),
+            "datasets": (info.get("dataset") or {}).get("train", []) + (info.get("dataset") or {}).get("test", [])
+            if not files else files}
+
+
+def has_progress(out: Path) -> bool:
+    """Whether ``out`` holds work of an earlier attempt (a checkpoint or metrics)."""
+    metrics = out / "metrics.json"
+    return (out / "last_checkpoint").exists() or (metrics.is_file() and metrics.stat().st_size > 0)
+
+
+def check_same_run(out: Path, cfg_dump: str, info: RunInfo) -> None:
+    """Refuse to continue the run in ``out`` with a config or identity it was not started with."""
+    if not has_progress(out) or not (out / CONFIG).is_file():
+        return
+    diffs = config_differences((out / CONFIG).read_text(), cfg_dump)
+    try:
+        stored = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        stored = None
+    if stored is not None:
+        mine = _identity(json.loads(json.dumps(info.__dict__, default=str)))
+        diffs += [(f"run.json:{k}", v, mine[k]) for k, v in _identity(stored).items() if v != mine[k]]
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:6])
+        more = f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else ""
+        raise UserError(f"{out} holds a run made with another config: {shown}{more}",
+                        "rerun with the options it was started with, or give this config its own run "
+                        "directory (another --experiment / --output-dir)")
+
+
+def _run_info(spec: TrainSpec, cfg, family: str, meta, world: int, resumed: bool, start_iter: int) -> RunInfo:
+    weights = cfg.MODEL.WEIGHTS
+    sha = provenance.file_sha256(weights) if weights and Path(weights).is_file() else ""
+    dump = cfg.dump()
+    return RunInfo(spec.experiment, spec.protocol, family, spec.weights_name or _weights_name(spec.weights),
+                   spec.weights, spec.seed, ",".join(get_protocol(spec.protocol).panels), list(sys.argv),
+                   {"world_size": world, "device": cfg.MODEL.DEVICE, "resumed": resumed,
+                    "resumed_from_iter": start_iter, "weights_arch": meta.arch.name if meta else ""},
+                   variant=spec.variant,
+                   dataset=provenance.dataset_record(cfg, leaf_config(spec.protocol, family, spec.variant), spec.dataset),
+                   provenance={"weights_sha256": sha, **provenance.versions(), "world_size": world,
+                               "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "base_lr": cfg.SOLVER.BASE_LR,
+                               "max_iter": cfg.SOLVER.MAX_ITER, "config_sha256": provenance.config_sha256(dump)})
+
+
 def train_worker(spec: TrainSpec) -> dict:
     """Run this process's share of ``spec``; returns the final eval results on rank 0 ({} elsewhere).
 
@@ -146,37 +239,66 @@ def train_worker(spec: TrainSpec) -> dict:
                                   or max(1, (os.cpu_count() or 1) // world)))
     cfg, family, meta = build_config(spec)
     out = Path(cfg.OUTPUT_DIR)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("detectron2", "fvcore", "infomin_det"):
-        setup_logger(str(out), distributed_rank=rank, name=name, abbrev_name="d2" if name == "detectron2" else "")
-    seed_all_rng(cfg.SEED + rank)
     if spec.eval_only:
-        model = Trainer.build_model(cfg)
-        ck = AtomicCheckpointer(model, cfg.OUTPUT_DIR)
-        ck.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
-        return Trainer.test(cfg, model) if comm.is_main_process() else {}
+        return _evaluate_only(cfg, out, rank)
+    if comm.is_main_process():
+        check_same_run(out, cfg.dump(), _run_info(spec, cfg, family, meta, world, False, 0))
+    dist.wait_for_main()
+    out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out, rank)
+    seed_all_rng(cfg.SEED + rank)
     trainer = Trainer(cfg)
     resume = trainer.checkpointer.has_checkpoint()
     trainer.resume_or_load(resume=resume)
     if not resume:
         _check_loaded(trainer, cfg.MODEL.WEIGHTS)
     if comm.is_main_process():
-        write_text_atomic(out / "config.yaml", cfg.dump())
-        RunInfo(spec.experiment, spec.protocol, family, spec.weights_name or _weights_name(spec.weights),
-                spec.weights, spec.seed, ",".join(get_protocol(spec.protocol).panels), list(sys.argv),
-                {"world_size": world, "device": cfg.MODEL.DEVICE, "resumed": resume, "resumed_from_iter": trainer.start_iter,
-                 "weights_arch": meta.arch.name if meta else ""}).write(out)
+        write_text_atomic(out / CONFIG, cfg.dump())
+        _run_info(spec, cfg, family, meta, world, resume, trainer.start_iter).write(out)
     final = out / FINAL_RESULTS
     if trainer.start_iter >= trainer.max_iter:
         logger.info("training already finished (iteration %d); not training or evaluating again", trainer.start_iter)
-        if not final.exists():
+        if not final.exists():      # killed during its final evaluation: evaluate and record it now
             results = trainer.test(cfg, trainer.model)
             if comm.is_main_process():
+                append_record(out, results, trainer.max_iter)
                 write_text_atomic(final, json.dumps(results, indent=2))
     else:
         trainer.train()
-    comm.synchronize()
+    dist.wait_for_main()
     return json.loads(final.read_text()) if comm.is_main_process() and final.exists() else {}
+
+
+train_worker.detectron2_comm = True  # type: ignore[attr-defined]  (the launcher creates Detectron2's local group)
+
+
+def _setup_logging(out: Path, rank: int) -> None:
+    """Log to ``out/log.txt`` (and rank 0's stderr) -- only there: the handlers an earlier run in this
+    process attached are removed first, or that run's log.txt would receive this run's lines (and
+    the report, reading an eval-only run's numbers from its log.txt, would take them for its own)."""
+    names = ("detectron2", "fvcore", "infomin_det")
+    for name in names:
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            lg.removeHandler(h)
+    setup_logger.cache_clear()            # Detectron2's setup_logger is an lru_cache of (dir, rank, name)
+    for name in names:
+        lg = setup_logger(str(out), distributed_rank=rank, name=name, abbrev_name="d2" if name == "detectron2" else "")
+        for h in lg.handlers:             # the log goes to stderr: stdout carries the results (JSON)
+            if type(h) is logging.StreamHandler and h.stream is sys.stdout:
+                h.setStream(sys.stderr)
+
+
+def _evaluate_only(cfg, out: Path, rank: int) -> dict:
+    """Evaluate the run's last checkpoint (or MODEL.WEIGHTS) on every rank; rank 0 returns the results."""
+    out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out, rank)
+    seed_all_rng(cfg.SEED + rank)
+    model = Trainer.build_model(cfg)
+    AtomicCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
+    results = Trainer.test(cfg, model)    # every rank: the evaluator's gather needs all of them
+    dist.wait_for_main()
+    return results if comm.is_main_process() else {}
 
 
 def _weights_name(weights: str) -> str:

@@ -1,46 +1,44 @@
 """``DistributedTask``: the one picklable job the launcher submits, for fine-tuning and pretraining.
 
 A task is ``worker`` (``"module:function"``, imported inside the job), a ``spec`` (a frozen
-dataclass of plain values with an ``output_dir``) and a few launch flags. In each SLURM/local task it
+dataclass of plain values with an ``output_dir`` and a ``device``) and a few launch flags. In each
+process of a job (SLURM, submitit-local, or :func:`run_local`'s spawned processes) it
 
-1. sets up ``torch.distributed`` from ``submitit.JobEnvironment`` when the job has several tasks:
-   ``tcp://<first host of the node list>:<port>``, port seeded by job id and requeue attempt,
-   gloo on CPU / NCCL on GPU, then (for Detectron2 workers) ``comm.create_local_process_group``;
+1. sets up ``torch.distributed`` when the job has several processes (:mod:`infomin_det.dist`: the
+   backend follows ``spec.device``, each rank's GPU is made current first, rendezvous on the first
+   host) and, for workers that declare ``detectron2_comm = True`` (the fine-tuning worker does),
+   Detectron2's local process group;
 2. calls ``worker(spec)``; the worker decides resume from ``spec.output_dir`` (``last_checkpoint``)
    itself -- the task never carries resume state, so a requeue replaying the original pickle resumes;
 3. writes the run's launch state (``launch_state.json``: running / requeued / failed / done, with
    job id and attempt) and, on success, ``launch_result.json`` (the worker's returned dict) from rank 0.
 
 ``checkpoint()`` (called by submitit on USR2 / timeout, rank 0 only) returns a resubmission of the
-same task. No torch or detectron2 at import time.
+same task; a worker that wants to save its state first installs its own USR2 handler and calls
+submitit's afterwards (the trainer does: see ``engine/hooks.py``). No torch or detectron2 at import time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import importlib
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from infomin_det import dist as _dist
 from infomin_det.atomic import write_text_atomic
+from infomin_det.dist import rendezvous_port  # noqa: F401  (re-exported)
 from infomin_det.errors import UserError
+from infomin_det.preempt import Preempted  # noqa: F401  (re-exported: workers raise it)
 
 STATE_FILE = "launch_state.json"
 RESULT_FILE = "launch_result.json"
-PORT_BASE, PORT_SPAN = 20000, 20000
-
-
-def rendezvous_port(job_id: str, attempt: int) -> int:
-    """A TCP port in [20000, 40000) from job id and attempt: jobs sharing a node, and a requeued
-    job whose previous attempt may still hold its port in TIME_WAIT, get different ports."""
-    digest = hashlib.sha256(f"{job_id}:{attempt}".encode()).digest()
-    return PORT_BASE + int.from_bytes(digest[:4], "big") % PORT_SPAN
 
 
 def resolve_worker(worker: str) -> Callable[[Any], dict]:
@@ -117,45 +115,31 @@ class JobPlace:
         return cls(env.job_id, attempt, env.global_rank, env.local_rank, env.num_tasks,
                    env.num_nodes, env.hostnames[0])
 
+    @classmethod
+    def local(cls, rank: int, world: int, job_id: str) -> "JobPlace":
+        """Rank ``rank`` of ``world`` processes on this machine (:func:`run_local`)."""
+        return cls(job_id, 0, rank, rank, world, 1, "127.0.0.1")
 
-def init_distributed(place: JobPlace, detectron2_comm: bool) -> str | None:
-    """Create the default process group for a multi-task job; returns the backend (None: 1 task)."""
-    if place.world_size == 1:
-        return None
-    import torch
-    import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(place.local_rank)
-    port = rendezvous_port(place.job_id, place.attempt)
-    os.environ.update(MASTER_ADDR=place.master, MASTER_PORT=str(port), RANK=str(place.global_rank),
-                      WORLD_SIZE=str(place.world_size), LOCAL_RANK=str(place.local_rank))
-    dist.init_process_group(backend, init_method=f"tcp://{place.master}:{port}",
-                            rank=place.global_rank, world_size=place.world_size,
-                            timeout=_dt.timedelta(minutes=10))
-    if detectron2_comm:
-        from detectron2.utils import comm
-
-        comm.create_local_process_group(place.tasks_per_node)
-    return backend
+def needs_detectron2_comm(worker: Callable[[Any], dict]) -> bool:
+    """Whether ``worker`` declared (``worker.detectron2_comm = True``) that it needs Detectron2's
+    local process group (``comm.get_local_rank()`` etc.)."""
+    return bool(getattr(worker, "detectron2_comm", False))
 
 
 @dataclass(frozen=True)
 class DistributedTask:
-    """``worker(spec)`` in every task of a job; picklable, checkpointable (see module docstring).
+    """``worker(spec)`` in every process of a job; picklable, checkpointable (see module docstring).
 
     worker: ``"module:function"``; the function takes the spec and returns a JSON-able dict.
-    spec: frozen dataclass with an ``output_dir``; its ``num_processes``/``nodes`` fields (if any)
-        are set from the job's shape before the call.
-    detectron2_comm: create Detectron2's local process group (fine-tuning); pretraining leaves it off.
+    spec: frozen dataclass with an ``output_dir`` (and a ``device``: auto | cuda | cpu); its
+        ``num_processes``/``nodes`` fields (if any) are set from the job's shape before the call.
     threads: ``torch.set_num_threads`` in each process (CPU jobs otherwise oversubscribe cores).
     label: a human-readable name recorded in the run's launch state.
     """
 
     worker: str
     spec: Any
-    detectron2_comm: bool = False
     threads: int = 1
     label: str = field(default="", compare=False)
 
@@ -164,7 +148,10 @@ class DistributedTask:
         return Path(self.spec.output_dir)
 
     def __call__(self) -> dict:
-        place = JobPlace.current()
+        return self.run(JobPlace.current())
+
+    def run(self, place: JobPlace) -> dict:
+        """This process's share of the job at ``place``."""
         rank0 = place.global_rank == 0
         info = {"job_id": place.job_id, "attempt": place.attempt, "host": socket.gethostname(),
                 "world_size": place.world_size, "label": self.label}
@@ -175,18 +162,26 @@ class DistributedTask:
 
             os.environ["OMP_NUM_THREADS"] = str(self.threads)  # the budget workers read (train_worker)
             torch.set_num_threads(self.threads)
-            backend = init_distributed(place, self.detectron2_comm)
+            worker = resolve_worker(self.worker)
+            distributed = place.world_size > 1
+            if distributed:
+                _dist.init_process_group(rank=place.global_rank, world=place.world_size,
+                                         local_rank=place.local_rank, master=place.master, job_id=place.job_id,
+                                         attempt=place.attempt, port_dir=self.output_dir,
+                                         device=_dist.resolve_device(getattr(self.spec, "device", "auto")))
+                if needs_detectron2_comm(worker):
+                    from detectron2.utils import comm
+
+                    comm.create_local_process_group(place.tasks_per_node)
             spec = self.spec
             shape = {"num_processes": place.tasks_per_node, "nodes": place.num_nodes}
             present = {f.name for f in dataclasses.fields(spec)} if dataclasses.is_dataclass(spec) else set()
             if present >= set(shape):
                 spec = dataclasses.replace(spec, **shape)
-            result = resolve_worker(self.worker)(spec)
-            if backend is not None:
-                import torch.distributed as dist
-
-                dist.barrier()
-                dist.destroy_process_group()
+            result = worker(spec)
+            if distributed:
+                _dist.wait_for_main()
+                _dist.destroy()
         except BaseException as e:
             if rank0 and not isinstance(e, SystemExit):
                 write_state(self.output_dir, "failed", error=f"{type(e).__name__}: {e}", **info)
@@ -204,3 +199,49 @@ class DistributedTask:
         place = JobPlace.current()
         write_state(self.output_dir, "requeued", job_id=place.job_id, attempt=place.attempt + 1)
         return DelayedSubmission(self)
+
+
+def _local_rank(rank: int, task: DistributedTask, world: int, job_id: str, outcome: Any) -> None:
+    import sys
+
+    sys.stdout = sys.stderr          # the parent prints the result; the ranks' prints are log
+    try:
+        task.run(JobPlace.local(rank, world, job_id))
+    except Preempted as e:
+        outcome.put(("preempted", str(e), ""))
+    except UserError as e:
+        outcome.put(("error", e.cause, e.fix))
+        raise SystemExit(2) from None
+
+
+def run_local(task: DistributedTask, processes: int) -> dict:
+    """Run ``task`` in ``processes`` processes on this machine (spawned; ranks 0..N-1, one node) and
+    return rank 0's result -- the same path as a SLURM job, without a scheduler. A UserError or a
+    preemption in any rank is raised here as such."""
+    if processes == 1:
+        return task.run(JobPlace.local(0, 1, f"local-{os.getpid()}"))
+    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessExitedException
+
+    task.output_dir.mkdir(parents=True, exist_ok=True)
+    (task.output_dir / RESULT_FILE).unlink(missing_ok=True)
+    job_id = f"local-{os.getpid()}-{time.time_ns()}"
+    outcome = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.start_processes(_local_rank, args=(task, processes, job_id, outcome), nprocs=processes,
+                           start_method="spawn")
+    except ProcessExitedException as e:
+        if outcome.empty():
+            how = f"was killed by signal {e.signal_name}" if e.signal_name else f"exited with status {e.exit_code}"
+            raise UserError(f"rank {e.error_index} of {processes} {how}; the run stopped",
+                            f"see {task.output_dir}/log.txt; the same command resumes from the last checkpoint") from None
+    if not outcome.empty():
+        kind, cause, fix = outcome.get()
+        if kind == "preempted":
+            raise Preempted(cause)
+        raise UserError(cause, fix)
+    payload = read_json(task.output_dir / RESULT_FILE)
+    if payload is None:
+        raise UserError(f"{processes} local processes ended without a result in {task.output_dir / RESULT_FILE}",
+                        f"see {task.output_dir}/log.txt")
+    return payload["result"]
