@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Launcher benchmark on the project's loopback SLURM cluster (started and stopped here).
 
+0. Pre-submission checks of a 5-seed x 3-weights x 4-protocol sweep (60 runs, three converted
+   R-50 weights of ~94 MB): ``submit``'s deduplicated ``check_specs`` (one check per distinct
+   protocol x weights: 12) versus ``check_spec`` on every run. No cluster needed (``--checks-only``).
 1. Submission overhead for 50 runs, command -> all 50 queued (confirmed by ``squeue -r -t all``):
    ``submit_tasks`` (validation + ``sbatch --test-only`` + registry + ONE array) and the whole
    ``infomin-det submit`` command line in a fresh process, versus a loop of 50 single
@@ -8,7 +11,7 @@
 2. Requeue cycle: ``scancel --signal=USR2`` on a training job -> the resubmitted attempt has trained
    its first iteration after resuming from the checkpoint. Median of C cycles on one job.
 
-    python benchmarks/bench_launch.py [--runs 50] [--repeats 3] [--cycles 3]
+    python benchmarks/bench_launch.py [--runs 50] [--repeats 3] [--cycles 3] [--checks-only]
 Needs root (the cluster's daemons); installs the SLURM packages on first use.
 """
 
@@ -81,16 +84,60 @@ def bench_submission(root: Path, n: int, repeats: int) -> tuple[list[float], lis
     return array_s, single_s
 
 
+def tiny_dataset(root: Path) -> str:
+    from infomin_det.data.tiny_coco import write_tiny_coco
+
+    (tj, ti), (vj, vi) = (write_tiny_coco(root / "data", n, 64, seed=n, name=name)
+                          for n, name in ((4, "train"), (2, "val")))
+    return f"coco-json:{tj}:{ti}:{vj}:{vi}"
+
+
+def bench_checks(root: Path) -> tuple[float, float, int]:
+    """(deduplicated s, every-run s, checks run) for 5 seeds x 3 weights x 4 protocols."""
+    import dataclasses
+
+    import torch
+
+    from infomin_det.convert import convert
+    from infomin_det.convert.synthetic import random_trunk, wrap
+    from infomin_det.engine.config import check_spec
+    from infomin_det.engine.spec import TrainSpec
+    from infomin_det.launch.submit_cli import check_specs
+    from infomin_det.weights_meta import ResNetArch
+
+    ds = tiny_dataset(root)
+    weights = []
+    for i in range(3):
+        torch.save(wrap("moco-v1/v2", random_trunk(ResNetArch(50), seed=i), ResNetArch(50)), root / f"src{i}.pth.tar")
+        convert(root / f"src{i}.pth.tar", root / f"w{i}.pkl")
+        (root / f"src{i}.pth.tar").unlink()
+        weights.append(str(root / f"w{i}.pkl"))
+    protocols = ["coco/R50-FPN-1x", "coco/R50-FPN-2x", "coco/R50-FPN-6x", "coco/R50-C4-1x"]
+    specs = [TrainSpec(p, w, str(root / f"runs/{p}/w{i}/seed{s}"), weights_name=f"w{i}", seed=s, dataset=ds)
+             for p in protocols for i, w in enumerate(weights) for s in range(5)]
+    check_spec(dataclasses.replace(specs[0], device="cpu"))      # imports and first-use costs out of both
+    t0 = time.perf_counter()
+    n = check_specs(specs)
+    dedup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for spec in specs:
+        check_spec(dataclasses.replace(spec, device="cpu"))
+    every = time.perf_counter() - t0
+    return dedup, every, n
+
+
 def bench_cli(root: Path, n: int, repeats: int) -> list[float]:
-    """``infomin-det submit`` with n seeds in a fresh process: command line -> all n queued."""
+    """``infomin-det submit`` with n seeds in a fresh process: command line -> all n queued (the
+    command checks the runs with Detectron2 first: its import is part of the time)."""
     times = []
+    ds = tiny_dataset(root)
     for r in range(repeats):
         exp = f"cli{r}"
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "infomin_det", "submit", "--experiment", exp, "--root", str(root),
                         "--protocol", "coco/R50-FPN-1x", "--weights", "random", "--seeds", *map(str, range(n)),
-                        "--cluster", "slurm", "--array-parallelism", "1", "--timeout-min", "5",
-                        "--signal-delay-s", "30"], check=True, stdout=subprocess.DEVNULL)
+                        "--dataset", ds, "--device", "cpu", "--cluster", "slurm", "--array-parallelism", "1",
+                        "--timeout-min", "5", "--signal-delay-s", "30"], check=True, stdout=subprocess.DEVNULL)
         runs = json.loads((root / exp / "launch/registry.json").read_text())["runs"].values()
         ids = [rec["jobs"][-1]["job_id"] for rec in runs]
         wait_queued(ids)
@@ -132,7 +179,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cycles", type=int, default=3)
+    ap.add_argument("--checks-only", action="store_true", help="only part 0 (no cluster, no root needed)")
     args = ap.parse_args()
+    print("pre-submission checks, 5 seeds x 3 weights x 4 protocols = 60 runs:")
+    with tempfile.TemporaryDirectory(prefix="bench_checks_") as tmp:
+        dedup, every, n = bench_checks(Path(tmp))
+    print(f"  {n} distinct checks {dedup:.2f} s; check_spec on all 60 runs {every:.2f} s ({every / dedup:.1f}x)")
+    if args.checks_only:
+        return 0
     if os.geteuid() != 0:
         print("bench_launch: needs root to start the loopback SLURM cluster", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """The launcher against a real SLURM (the project's loopback cluster): arrays, 2-rank gloo jobs,
-USR2 preemption -> requeue -> resume, failure reporting, validation before submission.
+USR2 preemption -> requeue -> resume, failure reporting, validation before submission, and status
+of jobs that died without saying so (SIGKILL, purged, completed without a result).
 
 Uses the launcher's own tiny DDP task (``infomin_det.launch.selftest``); ``test_slurm_train.py``
 runs the real Detectron2 trainer through the same path. Everything is submitted up front (one
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from infomin_det.cli import main as cli
+from infomin_det.errors import UserError
 from infomin_det.launch import DistributedTask, ExecutorOptions, experiment_status, submit_tasks
 from infomin_det.launch.selftest import ToySpec
 
@@ -44,24 +46,27 @@ def metrics(out):
 @pytest.fixture(scope="module")
 def jobs(slurm_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm_runs")
-    exps = {name: root / name for name in ("array", "ddp", "preempt")}
+    exps = {name: root / name for name in ("array", "ddp", "preempt", "killed")}
     array = submit_tasks([toy(exps["array"] / "toy/seed0", max_iter=3), toy(exps["array"] / "toy/seed1", max_iter=3),
                           toy(exps["array"] / "toy/bad", fail="weights file /nonexistent/w.pkl not found")],
                          exps["array"], OPTS, cluster="slurm")
-    ddp = submit_tasks([DistributedTask(TOY, ToySpec(str(exps["ddp"] / "toy/seed0"), max_iter=3),
-                                        detectron2_comm=True)], exps["ddp"],
+    ddp = submit_tasks([DistributedTask(TOY + "_d2", ToySpec(str(exps["ddp"] / "toy/seed0"), max_iter=3))], exps["ddp"],
                        ExecutorOptions(tasks_per_node=2, timeout_min=5, signal_delay_s=30), cluster="slurm")
     preempt = submit_tasks([toy(exps["preempt"] / "toy/usr2", max_iter=8, step_s=1.0),
                             toy(exps["preempt"] / "toy/requeue", max_iter=12, step_s=1.0)], exps["preempt"], OPTS,
                            cluster="slurm")
+    killed = submit_tasks([toy(exps["killed"] / "toy/kill9", max_iter=300, step_s=0.5)], exps["killed"], OPTS,
+                          cluster="slurm")
     # a tiny 2-rank InfoMin pretraining, submitted by `infomin-det pretrain --cluster slurm`
     from test_pretrain import write_images
 
     data = write_images(root / "imgs", n_per_class=8)
     assert cli(["pretrain", str(data), "-o", str(root / "pretrain"), "--arch", "R-18", "--epochs", "1",
                 "--batch-size", "4", "--queue-size", "256", "--image-size", "32", "--workers", "0",
-                "--no-tensorboard", "--cluster", "slurm", "--processes", "2", "--timeout-min", "5", "--json"]) == 0
-    return {"exps": exps, "array": array, "ddp": ddp, "preempt": preempt, "pretrain": root / "pretrain"}
+                "--no-tensorboard", "--cluster", "slurm", "--processes", "2", "--timeout-min", "5", "--device", "cpu",
+                "--json"]) == 0
+    return {"exps": exps, "array": array, "ddp": ddp, "preempt": preempt, "killed": killed,
+            "pretrain": root / "pretrain"}
 
 
 @pytest.fixture(scope="module")
@@ -148,10 +153,15 @@ def test_failed_job_is_reported_with_its_cause_and_spares_the_array(jobs, capsys
     assert "2 done, 1 failed" in out and "| " in out
 
     # re-submitting the experiment skips the finished runs and submits only the failed one again
-    again = submit_tasks([toy(exp / "toy/seed0", max_iter=3), toy(exp / "toy/seed1", max_iter=3),
-                          toy(exp / "toy/bad", fail="still missing")], exp, OPTS, cluster="slurm")
+    same = [toy(exp / "toy/seed0", max_iter=3), toy(exp / "toy/seed1", max_iter=3),
+            toy(exp / "toy/bad", fail="weights file /nonexistent/w.pkl not found")]
+    with pytest.raises(UserError) as e:                     # ... but not with other settings in its directory
+        submit_tasks([*same[:2], toy(exp / "toy/bad", fail="still missing")], exp, OPTS, cluster="slurm")
+    assert "run toy/bad was submitted before with other settings: fail:" in e.value.cause
+    again = submit_tasks(same, exp, OPTS, cluster="slurm")
     assert [r.action for r in again] == ["skipped-done", "skipped-done", "submitted"]
-    wait_for(exp, lambda s: s["toy/bad"].state == "failed" and "still missing" in s["toy/bad"].cause)
+    assert again[2].job_id != bad.job_id
+    wait_for(exp, lambda s: s["toy/bad"].state == "failed" and s["toy/bad"].job_id == again[2].job_id)
 
 
 def test_two_task_job_runs_ddp_over_gloo(jobs):
@@ -163,16 +173,65 @@ def test_two_task_job_runs_ddp_over_gloo(jobs):
     assert result["result"]["d2_local_size"] == 2            # Detectron2's local process group exists
 
 
+def test_a_job_killed_with_sigkill_is_failed_although_its_state_file_says_running(jobs, slurm_cluster):
+    exp = jobs["exps"]["killed"]
+    [job] = jobs["killed"]
+    out = exp / "toy/kill9"
+    wait_for(exp, lambda s: (out / "metrics.json").exists() and s["toy/kill9"].state == "running")
+    slurm_cluster.run("scancel", "--signal=KILL", job.job_id)
+    states = wait_for(exp, lambda s: s["toy/kill9"].state != "running", timeout=60)
+    assert json.loads((out / "launch_state.json").read_text())["state"] == "running"   # nobody wrote the end
+    assert states["toy/kill9"].state == "failed" and states["toy/kill9"].scheduler_state in ("FAILED", "CANCELLED")
+
+
+def _fake_record(exp, job_id, state):
+    from infomin_det.launch import Registry
+    from infomin_det.launch.registry import RunRecord
+
+    out = exp / "r"
+    out.mkdir(parents=True)
+    (out / "launch_state.json").write_text(json.dumps({"state": state, "attempt": 1}))
+    reg = Registry(exp)
+    reg.runs["r"] = RunRecord("r", str(out), TOY, {}, submitit_folder=str(exp / "launch/submitit/%j"),
+                              jobs=[{"job_id": job_id, "cluster": "slurm", "submitted": "t"}])
+    reg.save()
+
+
+def test_a_job_the_scheduler_does_not_know_is_failed_whatever_its_state_file_says(slurm_cluster, tmp_path):
+    _fake_record(tmp_path, "987654", "requeued")           # purged long ago; it had been preempted once
+    [st] = experiment_status(tmp_path)
+    assert st.state == "failed" and "no record of job 987654" in st.cause and "requeued" in st.cause
+
+
+def test_a_job_that_completed_without_a_result_is_failed(slurm_cluster, tmp_path):
+    job_id = slurm_cluster.run("sbatch", "--parsable", f"--output={tmp_path}/job.out", "--wrap", "true").strip().split(";")[0]
+    end = time.time() + 60
+    while "COMPLETED" not in slurm_cluster.run("sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id):
+        assert time.time() < end, "the job never completed"
+        time.sleep(0.5)
+    _fake_record(tmp_path, job_id, "running")
+    [st] = experiment_status(tmp_path)
+    assert st.state == "failed" and st.cause == "job completed without writing a result"
+
+
+@pytest.fixture(scope="module")
+def ds(tiny_coco):
+    (tj, ti), (vj, vi) = tiny_coco["train"], tiny_coco["val"]
+    return f"coco-json:{tj}:{ti}:{vj}:{vi}"
+
+
 @pytest.mark.parametrize("flags, words", [
-    (["--partition", "no-such-partition"], "invalid partition"),
+    (["--device", "cpu", "--partition", "no-such-partition"], "invalid partition"),
     (["--gpus-per-node", "1"], "gres"),
-    (["--timeout-min", "1"], "signal_delay_s"),
+    (["--device", "cpu", "--timeout-min", "1"], "signal_delay_s"),
+    ([], "--gpus-per-node 0"),                                 # a GPU run without GPUs: refused, not CPU
+    (["--device", "cpu", "--seeds", *map(str, range(1002))], "MaxArraySize"),   # the cluster's array limit
 ])
-def test_bad_executor_options_are_refused_before_submission(slurm_cluster, tmp_path, capsys, flags, words):
+def test_bad_executor_options_are_refused_before_submission(slurm_cluster, tmp_path, capsys, ds, flags, words):
     rc = cli(["submit", "--experiment", "e", "--root", str(tmp_path), "--protocol", "coco/R50-FPN-1x",
-              "--weights", "random", "--cluster", "slurm", *flags])
+              "--weights", "random", "--dataset", ds, "--cluster", "slurm", *flags])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error: ") and "  fix: " in err and words.lower() in err.lower()
+    assert rc == 2 and err.startswith("error: ") and "  fix: " in err and words.lower() in err.lower(), err
     assert not (tmp_path / "e").exists()
     # slurmctld keeps every job it accepted in memory for MinJobAge (>= 300 s): none may point into tmp_path
     queued = slurm_cluster.run("scontrol", "show", "jobs", "--oneliner")

@@ -3,13 +3,20 @@
 ``ExecutorOptions`` is a small frozen dataclass in submitit's vocabulary (``timeout_min``,
 ``gpus_per_node``, ``slurm_*``). ``from_mapping`` refuses unknown keys (with the nearest valid
 name), ``validate`` refuses inconsistent values, and :func:`check_against_slurm` asks the real
-scheduler (``sbatch --test-only``: partition, account, qos, constraint, GPUs, memory) -- all before
-the first job is queued. No torch or detectron2 here.
+scheduler (``sbatch --test-only``: partition, account, qos, constraint, GPUs, memory, array size)
+-- all before the first job is queued. No torch or detectron2 here.
+
+Defaults fit a GPU fine-tuning job: a 24 h limit (the trainer checkpoints on the preemption /
+time-limit signal and the job is requeued, so a long limit loses nothing), and for GPU jobs
+``GPU_TASK_CPUS`` CPUs per process (the training process plus Detectron2's 4 data-loader workers)
+and ``GPU_MEM_GB`` GB of memory per GPU, unless given.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +26,10 @@ from typing import Any, Mapping
 from infomin_det.errors import UserError
 
 CLUSTERS = ("auto", "slurm", "local", "debug")
-_SLURM_WORD = re.compile(r"^[A-Za-z0-9_.,:\-\[\]|&*+=/@]+$")   # no spaces, quotes, newlines
+_SLURM_WORD = re.compile(r"[A-Za-z0-9_.,:\[\]|&*+=/@][A-Za-z0-9_.,:\-\[\]|&*+=/@]*")  # fullmatch: no spaces/quotes/leading -
+INT_MAX = 2**31 - 1          # SLURM's counters are 32-bit
+GPU_TASK_CPUS = 5            # per GPU process: the trainer + Detectron2's default 4 loader workers
+GPU_MEM_GB = 16              # per GPU, when --mem-gb is not given
 
 
 @dataclass(frozen=True)
@@ -27,7 +37,9 @@ class ExecutorOptions:
     """Scheduler request for every job of one submission.
 
     One task per GPU: ``tasks_per_node`` defaults to ``gpus_per_node`` (1 without GPUs) and must
-    equal it when GPUs are requested. ``timeout_min`` and ``signal_delay_s`` are in minutes and
+    equal it when GPUs are requested. ``cpus_per_task`` / ``mem_gb`` (per machine) ``None``: the
+    GPU-job defaults above (1 CPU and the cluster's default memory without GPUs; see :attr:`cpus`,
+    :attr:`memory_gb`). ``timeout_min`` and ``signal_delay_s`` are in minutes and
     seconds; the preemption/timeout signal (USR2) arrives ``signal_delay_s`` before the kill.
     ``max_requeues`` bounds timeout requeues (submitit's ``max_num_timeout``); ``array_parallelism``
     caps how many array elements run at once (``--array=0-N%cap``).
@@ -37,9 +49,9 @@ class ExecutorOptions:
     nodes: int = 1
     gpus_per_node: int = 0
     tasks_per_node: int | None = None
-    cpus_per_task: int = 1
+    cpus_per_task: int | None = None
     mem_gb: float | None = None
-    timeout_min: int = 60
+    timeout_min: int = 1440
     constraint: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -69,27 +81,44 @@ class ExecutorOptions:
     def world_size(self) -> int:
         return self.nodes * self.ntasks_per_node
 
+    @property
+    def cpus(self) -> int:
+        """CPUs per task: as given, else ``GPU_TASK_CPUS`` for GPU jobs and 1 without GPUs."""
+        if self.cpus_per_task is not None:
+            return self.cpus_per_task
+        return GPU_TASK_CPUS if self.gpus_per_node else 1
+
+    @property
+    def memory_gb(self) -> float | None:
+        """Memory per machine: as given, else ``GPU_MEM_GB`` per GPU; None: the cluster's default."""
+        if self.mem_gb is not None:
+            return self.mem_gb
+        return GPU_MEM_GB * self.gpus_per_node if self.gpus_per_node else None
+
     def validate(self, cluster: str = "slurm") -> "ExecutorOptions":
         """Refuse values that are wrong on their own or together; returns self."""
         def positive(name: str, minimum: int = 1) -> None:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise UserError(f"executor option {name}={v!r} must be an integer >= {minimum}",
+            if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= INT_MAX:
+                raise UserError(f"executor option {name}={v!r} must be an integer in [{minimum}, {INT_MAX}]",
                                 f"pass --{name.replace('_', '-')} N with N >= {minimum}")
 
-        for name in ("nodes", "cpus_per_task", "timeout_min", "array_parallelism"):
+        for name in ("nodes", "timeout_min", "array_parallelism"):
             positive(name)
         for name in ("gpus_per_node", "signal_delay_s", "max_requeues"):
             positive(name, 0)
+        if self.cpus_per_task is not None:
+            positive("cpus_per_task")
         if self.tasks_per_node is not None:
             positive("tasks_per_node")
             if self.gpus_per_node and self.tasks_per_node != self.gpus_per_node:
                 raise UserError(
                     f"tasks_per_node={self.tasks_per_node} but gpus_per_node={self.gpus_per_node}",
                     "training runs one task per GPU: drop --tasks-per-node or make it equal")
-        if self.mem_gb is not None and not (isinstance(self.mem_gb, (int, float)) and self.mem_gb > 0):
-            raise UserError(f"executor option mem_gb={self.mem_gb!r} must be a positive number",
-                            "pass --mem-gb with a value in GB, e.g. 64")
+        if self.mem_gb is not None and not (isinstance(self.mem_gb, (int, float)) and not isinstance(self.mem_gb, bool)
+                                            and math.isfinite(self.mem_gb) and 0 < self.mem_gb * 1024 < INT_MAX):
+            raise UserError(f"executor option mem_gb={self.mem_gb!r} must be a positive number of GB "
+                            f"(below {INT_MAX // 1024})", "pass --mem-gb with a value in GB, e.g. 64")
         if self.signal_delay_s >= self.timeout_min * 60:
             raise UserError(
                 f"signal_delay_s={self.signal_delay_s} is not shorter than the time limit "
@@ -98,17 +127,23 @@ class ExecutorOptions:
                 "raise --timeout-min or lower --signal-delay-s")
         for name in ("partition", "constraint", "account", "qos", "exclude"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, str) or not _SLURM_WORD.match(v)):
+            if v is not None and (not isinstance(v, str) or not _SLURM_WORD.fullmatch(v)):
                 raise UserError(f"executor option {name}={v!r} is not a SLURM name or expression",
-                                "no spaces, quotes or newlines (e.g. --partition gpu)")
-        if self.comment is not None and ("\n" in self.comment or "'" in self.comment):
-            raise UserError("executor option comment has a newline or quote", "use one plain line")
+                                "no spaces, quotes, newlines or leading '-' (e.g. --partition gpu)")
+        if self.comment is not None and (not isinstance(self.comment, str)
+                                         or any(c in "'\"\\" or ord(c) < 32 for c in self.comment)):
+            raise UserError(f"executor option comment={self.comment!r} has a quote, backslash or control character",
+                            "use one plain line")
         if cluster not in CLUSTERS:
             raise UserError(f"unknown cluster {cluster!r}", f"use one of {', '.join(CLUSTERS)}")
         if cluster in ("local", "debug"):
             if self.nodes != 1:
                 raise UserError(f"nodes={self.nodes} needs SLURM; cluster {cluster!r} has one node",
                                 "use --cluster slurm or --nodes 1")
+            cores = os.cpu_count() or 1
+            if not self.gpus_per_node and self.ntasks_per_node > cores:
+                raise UserError(f"tasks_per_node={self.ntasks_per_node} local processes on {cores} cores",
+                                f"pass --tasks-per-node {cores} or fewer, or use SLURM")
             if cluster == "debug" and self.world_size != 1:
                 raise UserError("cluster 'debug' runs one process in this Python",
                                 "use --cluster local for several processes")
@@ -124,27 +159,29 @@ class ExecutorOptions:
             return {}
         params: dict[str, Any] = {
             "nodes": self.nodes, "ntasks_per_node": self.ntasks_per_node,
-            "cpus_per_task": self.cpus_per_task, "time": self.timeout_min,
+            "cpus_per_task": self.cpus, "time": self.timeout_min,
             "signal_delay_s": self.signal_delay_s, "array_parallelism": self.array_parallelism,
         }
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node
-        if self.mem_gb is not None:
-            params["mem"] = f"{int(self.mem_gb * 1024)}MB"
+        if self.memory_gb is not None:
+            params["mem"] = f"{int(self.memory_gb * 1024)}MB"
         for name in ("partition", "constraint", "account", "qos", "comment", "exclude"):
             v = getattr(self, name)
             if v is not None:
                 params[name] = v
         return params
 
-    def sbatch_flags(self) -> list[str]:
-        """The request as ``sbatch`` flags (for ``--test-only`` and for the registry's command)."""
+    def sbatch_flags(self, array_size: int = 1) -> list[str]:
+        """The request as ``sbatch`` flags (for ``--test-only``); ``array_size`` > 1 adds ``--array``."""
         flags = [f"--nodes={self.nodes}", f"--ntasks-per-node={self.ntasks_per_node}",
-                 f"--cpus-per-task={self.cpus_per_task}", f"--time={self.timeout_min}"]
+                 f"--cpus-per-task={self.cpus}", f"--time={self.timeout_min}"]
+        if array_size > 1:
+            flags.append(f"--array=0-{array_size - 1}%{min(self.array_parallelism, array_size)}")
         if self.gpus_per_node:
             flags.append(f"--gpus-per-node={self.gpus_per_node}")
-        if self.mem_gb is not None:
-            flags.append(f"--mem={int(self.mem_gb * 1024)}M")
+        if self.memory_gb is not None:
+            flags.append(f"--mem={int(self.memory_gb * 1024)}M")
         for name in ("partition", "constraint", "account", "qos", "exclude"):
             v = getattr(self, name)
             if v is not None:
@@ -155,18 +192,28 @@ class ExecutorOptions:
         return asdict(self)
 
 
-def check_against_slurm(options: ExecutorOptions) -> None:
+def check_against_slurm(options: ExecutorOptions, array_size: int = 1) -> None:
     """Ask the scheduler whether it would accept the request (``sbatch --test-only``, queues nothing)."""
     sbatch = shutil.which("sbatch")
     if sbatch is None:
         raise UserError("--cluster slurm but no sbatch on PATH", "run on a SLURM login node or use --cluster local")
-    proc = subprocess.run([sbatch, "--test-only", *options.sbatch_flags(), "--wrap", "true"],
-                          capture_output=True, text=True, timeout=60)
+    flags = options.sbatch_flags(array_size)
+    try:
+        proc = subprocess.run([sbatch, "--test-only", *flags, "--wrap", "true"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UserError(f"cannot ask SLURM whether it accepts the job request: {e}",
+                        "check that the SLURM controller is reachable (sinfo), then submit again") from None
     if proc.returncode != 0:
         lines = [l.strip() for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
         reason = lines[0] if lines else f"sbatch exited {proc.returncode}"
-        raise UserError(f"SLURM refuses the job request ({' '.join(options.sbatch_flags())}): {reason}",
-                        "fix the executor options (sinfo lists partitions; sacctmgr show qos/assoc)")
+        hint = "fix the executor options (sinfo lists partitions and time limits; sacctmgr show qos/assoc)"
+        if "array" in reason.lower():
+            hint = (f"{array_size} runs exceed the cluster's job-array limit (scontrol show config | grep "
+                    "MaxArraySize): submit fewer runs per command")
+        elif "time limit" in reason.lower():
+            hint = "lower --timeout-min to the partition's limit (sinfo -o '%P %l')"
+        raise UserError(f"SLURM refuses the job request ({' '.join(flags)}): {reason}", hint)
 
 
 def resolve_cluster(cluster: str) -> str:

@@ -7,7 +7,10 @@ trainer's conventions and so exercises everything the launcher promises:
 * resume from ``output_dir/last_checkpoint`` (never from the pickled spec);
 * a checkpoint after every iteration, written atomically (``toy_<iter>.pt`` then ``last_checkpoint``);
 * ``metrics.json`` JSON lines: one ``{"iteration": i, "attempt": a}`` per trained iteration and
-  exactly one final ``{"iteration": max_iter, "final_loss": ...}`` even across requeues.
+  exactly one final ``{"iteration": max_iter, "final_loss": ...}`` even across requeues;
+* ``device`` like ``TrainSpec.device``: ``cpu`` (the default here), ``auto`` / ``cuda`` train on the
+  process's GPU; the result says which GPU (``gpu_uuid``) and what ``CUDA_VISIBLE_DEVICES`` the
+  process was given, so tests can see that concurrent local jobs got different GPUs.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ FINAL = "toy_final.pt"
 @dataclass(frozen=True)
 class ToySpec:
     """output_dir: run directory; max_iter: iterations; step_s: sleep per iteration (seconds),
-    to leave room for a preemption signal; fail: raise this message instead of training."""
+    to leave room for a preemption signal; fail: raise this message instead of training;
+    device: auto | cuda | cpu."""
 
     output_dir: str
     max_iter: int = 4
     step_s: float = 0.0
     fail: str = ""
+    device: str = "cpu"           # cpu: gloo even on a GPU node; auto / cuda: the process's GPU, NCCL
 
 
 def _append(path: Path, record: dict) -> None:
@@ -55,23 +60,28 @@ def toy_worker(spec: ToySpec) -> dict:
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     attempt = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device cuda but no GPU is visible to this process")
+    on_gpu = spec.device != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     start, final_loss = 0, None
     last = out / "last_checkpoint"
     if last.exists():
-        ckpt = torch.load(out / last.read_text().strip(), weights_only=True)
+        ckpt = torch.load(out / last.read_text().strip(), weights_only=True, map_location=device)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         start, final_loss = ckpt["iteration"], ckpt.get("final_loss")
-    ddp = nn.parallel.DistributedDataParallel(model) if distributed else model
+    ddp = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
+           if distributed else model)
 
-    loss = torch.zeros(())
+    loss = torch.zeros((), device=device)
     for it in range(start, spec.max_iter):
         g = torch.Generator().manual_seed(1000 * it + rank)     # different data on every rank
-        x = torch.randn(16, 4, generator=g)
+        x = torch.randn(16, 4, generator=g).to(device)
         loss = ((ddp(x) - x.sum(1, keepdim=True)) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -106,4 +116,14 @@ def toy_worker(spec: ToySpec) -> dict:
     comm = sys.modules.get("detectron2.utils.comm")        # loaded iff the task set up its local group
     return {"iterations": spec.max_iter, "resumed_from": start, "world_size": world,
             "rank_param_max_diff": max_diff, "final_loss": final_loss,
-            "d2_local_size": comm.get_local_size() if comm else None}
+            "d2_local_size": comm.get_local_size() if comm else None, "device": str(device),
+            "gpu_uuid": str(torch.cuda.get_device_properties(device).uuid) if on_gpu else "",
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def toy_worker_d2(spec: ToySpec) -> dict:
+    """``toy_worker`` declaring that it needs Detectron2's local process group (as the trainer does)."""
+    return toy_worker(spec)
+
+
+toy_worker_d2.detectron2_comm = True  # type: ignore[attr-defined]

@@ -3,31 +3,51 @@
 Builds one :class:`~infomin_det.engine.spec.TrainSpec` per (protocol, weights, seed) with the run
 directory ``<root>/<experiment>/<protocol>/<weights>/seed<k>``, wraps each in a
 :class:`~infomin_det.launch.task.DistributedTask` running ``infomin_det.engine.trainer:train_worker``
-and hands them to :func:`~infomin_det.launch.submit.submit_tasks`. Executor options are validated
-(and, on SLURM, checked by the scheduler) before anything is queued.
+and hands them to :func:`~infomin_det.launch.submit.submit_tasks`.
+
+Everything ``train`` would refuse is refused here, before anything is written or queued: the
+arguments themselves (seeds, weights, overrides -- which go after ``--``, so that ``--weights`` /
+``--seeds`` cannot swallow them), then :func:`infomin_det.engine.config.check_spec` for every
+distinct (protocol, weights, overrides, dataset, ...) of the sweep (seeds share one check), then the
+executor options and devices (``submit_tasks``; on SLURM, the scheduler itself).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any, Sequence
 
+from infomin_det.dist import DEVICES
 from infomin_det.errors import UserError
-from infomin_det.launch.options import CLUSTERS, ExecutorOptions
+from infomin_det.launch.options import CLUSTERS, GPU_MEM_GB, GPU_TASK_CPUS, INT_MAX, ExecutorOptions
+from infomin_det.launch.registry import file_sha256
 from infomin_det.launch.submit import submit_tasks
 from infomin_det.launch.task import DistributedTask
 
 TRAIN_WORKER = "infomin_det.engine.trainer:train_worker"
 RANDOM = "random"
+URL_SCHEMES = ("detectron2://", "catalog://", "http://", "https://")
+CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*")      # SEED, SOLVER.MAX_ITER
+DOTTED_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")      # an override swallowed by --weights / --seeds
+# overrides that would contradict what the run directory / registry says the run is
+OWNED_KEYS = {"OUTPUT_DIR": "--root / --experiment", "SEED": "--seeds", "MODEL.WEIGHTS": "--weights NAME=PATH"}
 
 _HELP = {
     "partition": "SLURM partition", "nodes": "machines per run (multi-node DDP)",
-    "gpus_per_node": "GPUs per machine; one task per GPU", "tasks_per_node": "processes per machine "
+    "gpus_per_node": "GPUs per machine, one process per GPU; with 0, SLURM jobs and local jobs on a machine "
+    "with GPUs need --device cpu (never a silent CPU run)", "tasks_per_node": "processes per machine "
     "(default: gpus-per-node, or 1; CPU runs may use more, with gloo)",
-    "cpus_per_task": "CPUs per process", "mem_gb": "memory per machine in GB",
-    "timeout_min": "time limit in minutes", "constraint": "SLURM --constraint",
+    "cpus_per_task": f"CPUs per process (default: {GPU_TASK_CPUS} with GPUs -- the process and Detectron2's 4 "
+    "data-loader workers -- else 1)",
+    "mem_gb": f"memory per machine in GB (default: {GPU_MEM_GB} per GPU; without GPUs the cluster's default)",
+    "timeout_min": "time limit in minutes; runs checkpoint on the time-limit signal and are requeued",
+    "constraint": "SLURM --constraint",
     "account": "SLURM --account", "qos": "SLURM --qos", "comment": "SLURM --comment",
     "exclude": "nodes to avoid (SLURM --exclude)",
     "signal_delay_s": "USR2 this many seconds before the time limit (>= checkpoint time)",
@@ -35,25 +55,36 @@ _HELP = {
 }
 
 
-def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`ExecutorOptions` field (also used by the pretrain CLI)."""
+def add_executor_arguments(parser: argparse.ArgumentParser, *, cluster_default: str | None = "auto") -> None:
+    """One flag per :class:`ExecutorOptions` field, and ``--cluster`` (also used by the pretrain CLI).
+
+    ``cluster_default``: what ``--cluster`` is when not given; ``None`` means "no scheduler: run in
+    this process" (``args.cluster`` stays None)."""
     g = parser.add_argument_group("executor (validated before submission)")
     defaults = ExecutorOptions()
     for f in fields(ExecutorOptions):
         kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
         default = getattr(defaults, f.name)
+        shown = "" if default is None else f" (default: {default})"
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"ex_{f.name}", type=kind, default=default,
-                       metavar={int: "N", float: "GB"}.get(kind, "NAME"),
-                       help=f"{_HELP.get(f.name, f.name)} (default: {default})")
-    g.add_argument("--cluster", choices=CLUSTERS, default="auto",
-                   help="auto: SLURM when sbatch is on PATH, else local processes; debug: in this process")
+                       metavar={int: "N", float: "GB"}.get(kind, "NAME"), help=f"{_HELP.get(f.name, f.name)}{shown}")
+    if cluster_default is not None and cluster_default not in CLUSTERS:
+        raise ValueError(f"cluster_default {cluster_default!r} is not one of {CLUSTERS}")
+    g.add_argument("--cluster", choices=CLUSTERS, default=cluster_default,
+                   help="auto: SLURM when sbatch is on PATH, else local processes; local: submitit's local "
+                        "processes; debug: in this process"
+                        + (f" (default: {cluster_default})" if cluster_default else
+                           " (default: run here, without a scheduler)"))
 
 
 def executor_options(args: argparse.Namespace) -> ExecutorOptions:
+    """The validated :class:`ExecutorOptions` of flags added by :func:`add_executor_arguments`."""
     return ExecutorOptions.from_mapping({f.name: getattr(args, f"ex_{f.name}") for f in fields(ExecutorOptions)})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (parser.description or "") + (
+        ". Detectron2 KEY VALUE overrides go last, after '--': ... --seeds 0 1 -- SOLVER.MAX_ITER 1000")
     parser.add_argument("--experiment", required=True, help="experiment name (a directory under --root)")
     parser.add_argument("--root", default="runs", help="root of the run tree (default: runs)")
     parser.add_argument("--protocol", nargs="+", required=True, metavar="P",
@@ -61,61 +92,214 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", nargs="+", required=True, metavar="W",
                         help="converted .pkl files, NAME=PATH to name the row, detectron2:// URLs, or "
                              f"'{RANDOM}' for random init")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="K", help="seeds (default: 0)")
+    parser.add_argument("--seeds", nargs="+", default=["0"], metavar="K", help="seeds, whole numbers >= 0 (default: 0)")
     parser.add_argument("--dataset", default="",
                         help="coco-json:<train.json>:<train_images>:<val.json>:<val_images> (default: the "
                              "protocol's datasets under $DETECTRON2_DATASETS)")
-    parser.add_argument("--allow-mismatch", nargs="*", default=[], metavar="KEY",
-                        help="config keys allowed to disagree with the weights' metadata")
+    parser.add_argument("--variant", default="",
+                        help="a named variant of the protocol leaves for every run (see docs/protocols.md; "
+                             "default: the authors' leaves); its runs go to <weights>+<variant>/")
+    parser.add_argument("--family", choices=("ssl", "supervised"), default=None,
+                        help="weight family of weights without metadata (default: from their metadata)")
+    parser.add_argument("--allow-mismatch", action="append", default=[], metavar="KEY",
+                        help="accept a weights/config disagreement on KEY ('all' for every key); repeat the flag")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: the job's GPUs (refused where the job would have none); cuda: the same, and "
+                             "the job fails without one; cpu: train on CPUs on purpose (--gpus-per-node 0)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads per process (default: --cpus-per-task)")
+                        help="torch threads per process (default: --cpus-per-task for CPU runs, 1 with GPUs)")
     add_executor_arguments(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER,
-                        help="Detectron2 KEY VALUE overrides applied last (after the other options)")
+                        help="'--' then Detectron2 KEY VALUE overrides, applied last")
+
+
+def _override_hint(item: str, flag: str) -> None:
+    if DOTTED_KEY.fullmatch(item) and not Path(item).exists():
+        raise UserError(f"{flag} got {item!r}, which looks like a Detectron2 override key",
+                        f"put overrides last, after '--': ... {flag} ... -- {item} VALUE")
+
+
+def parse_seeds(items: Sequence[str]) -> list[int]:
+    """Whole numbers in [0, 2**31 - 1], each once (Detectron2 draws a random seed for a negative one)."""
+    seeds = []
+    for item in items:
+        _override_hint(item, "--seeds")
+        if not re.fullmatch(r"[0-9]{1,10}", item) or int(item) > INT_MAX:
+            raise UserError(f"seed {item[:40]!r} is not a whole number from 0 to {INT_MAX}",
+                            "pass --seeds 0 1 2 (Detectron2 would draw a random seed for a negative one)")
+        seeds.append(int(item))
+    dup = sorted({s for s in seeds if seeds.count(s) > 1}) if len(set(seeds)) != len(seeds) else []
+    if dup:
+        raise UserError(f"seed {dup[0]} is given more than once", "give each seed once")
+    return seeds
 
 
 def parse_weights(items: list[str]) -> list[tuple[str, str]]:
-    """``[(weights_name, weights)]``; ``random`` -> ("random", ""); a local file must exist."""
+    """``[(weights_name, weights)]``; ``random`` -> ("random", ""); a local file must be readable."""
+    from infomin_det.rundir import check_name
+
     out = []
     for item in items:
+        _override_hint(item, "--weights")
         name, sep, value = item.partition("=")
-        if not sep:
+        if not sep or Path(item).is_file():     # a path that itself contains '='
             name, value = "", item
+        if not value:
+            raise UserError(f"--weights {item!r} names no weights", f"NAME=PATH, a .pkl path or '{RANDOM}'")
         if value == RANDOM:
-            out.append((name or RANDOM, ""))
+            out.append((check_name("weights", name or RANDOM), ""))
             continue
-        if "://" not in value:
+        if name == RANDOM:
+            raise UserError(f"--weights {item!r}: the row name {RANDOM!r} is kept for random init",
+                            "give these weights another NAME")
+        if "://" in value:
+            if not value.startswith(URL_SCHEMES):
+                raise UserError(f"weights URL {value!r} has a scheme Detectron2 cannot load",
+                                f"use {', '.join(URL_SCHEMES)} or a local .pkl")
+        else:
             p = Path(value)
-            if not p.is_file():
+            if not p.exists():
                 raise UserError(f"weights file {value} does not exist",
                                 f"give a converted .pkl (infomin-det convert), a detectron2:// URL or '{RANDOM}'")
+            if not p.is_file():
+                raise UserError(f"weights {value} is not a file", "give the converted .pkl file itself")
+            if not os.access(p, os.R_OK):
+                raise UserError(f"weights file {value} is not readable", "check its permissions")
             value = str(p.resolve())
-        out.append((name or Path(value.split("://")[-1]).stem, value))
+        out.append((check_name("weights", name or Path(value.split("://")[-1]).stem), value))
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
         raise UserError(f"two weights share the row name in {names}", "name them: --weights NAME=PATH ...")
     return out
 
 
-def build_tasks(args: argparse.Namespace, threads: int) -> list[DistributedTask]:
+def parse_overrides(words: Sequence[str], device: str) -> tuple[tuple[str, ...], str]:
+    """(the ``KEY VALUE`` overrides, the device): keys checked; ``MODEL.DEVICE`` sets the device."""
+    opts = tuple(words[1:] if words[:1] == ["--"] else words)
+    if len(opts) % 2:
+        raise UserError(f"overrides must be KEY VALUE pairs, got {len(opts)} words: {' '.join(opts)[:120]}",
+                        "e.g. -- SOLVER.MAX_ITER 100 SOLVER.BASE_LR 0.01")
+    keys = opts[0::2]
+    for key, value in zip(keys, opts[1::2]):
+        if key.startswith("-"):
+            raise UserError(f"option {key} comes after the overrides, so it would be read as a config key",
+                            "put every --option before '--' and the KEY VALUE overrides after it")
+        if not CONFIG_KEY.fullmatch(key):
+            raise UserError(f"override key {key!r} is not a Detectron2 config key", "keys look like SOLVER.MAX_ITER")
+        if key in OWNED_KEYS:
+            raise UserError(f"override {key} would contradict the run's directory and record",
+                            f"use {OWNED_KEYS[key]} instead")
+        if key == "MODEL.DEVICE":
+            if value not in ("cpu", "cuda") or (device != "auto" and device != value):
+                raise UserError(f"override MODEL.DEVICE {value} disagrees with --device {device}",
+                                "use --device cpu | cuda (one GPU per process: --gpus-per-node)")
+            device = value
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup:
+        raise UserError(f"override {dup} is given more than once", "give each key once")
+    return opts, device
+
+
+def _absolute_dataset(dataset: str) -> str:
+    """``coco-json:`` paths made absolute (the job may start elsewhere); other values as given."""
+    parts = dataset.split(":")
+    if len(parts) == 5 and parts[0] == "coco-json" and all(parts[1:]):
+        return ":".join(["coco-json", *(str(Path(p).resolve()) for p in parts[1:])])
+    return dataset
+
+
+def run_inputs(specs: Sequence[Any]) -> list[dict[str, str]]:
+    """Per spec, what the run reads beyond its spec, recorded so that a re-submission with other files
+    is refused: the weights file's sha256 (each file hashed once) and, for the standard datasets,
+    ``$DETECTRON2_DATASETS``."""
+    digests: dict[str, str] = {}
+    out = []
+    for spec in specs:
+        facts = {}
+        if spec.weights and "://" not in spec.weights:
+            if spec.weights not in digests:
+                try:
+                    digests[spec.weights] = file_sha256(spec.weights)
+                except OSError as e:
+                    raise UserError(f"cannot read weights file {spec.weights}: {e.strerror}", "check the file") from None
+            facts["weights_sha256"] = digests[spec.weights]
+        if not spec.dataset:
+            facts["detectron2_datasets"] = str(Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).resolve())
+        out.append(facts)
+    return out
+
+
+def check_specs(specs: Sequence[Any]) -> int:
+    """``check_spec`` once per distinct check (specs differing only in seed / run directory / name share
+    one); returns how many checks ran. Needs detectron2 in this process."""
+    try:
+        import detectron2  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"detectron2 cannot be imported here ({e}), so the runs cannot be checked before "
+                        "they are queued", "install detectron2 in the environment you submit from "
+                        "(see docs/train.md), the same one the jobs use") from None
+    from infomin_det.engine.config import check_spec
+
+    done: set = set()
+    for spec in specs:
+        key = dataclasses.replace(spec, seed=0, output_dir="", weights_name="", experiment="")
+        if key in done:
+            continue
+        done.add(key)
+        label = f"{spec.protocol}/{spec.weights_name}"
+        try:
+            # the device is the job's, not this machine's: the checks' outcome does not depend on it
+            check_spec(dataclasses.replace(spec, device="cpu"))
+        except UserError as e:
+            raise UserError(f"run {label}: {e.cause}", e.fix) from None
+        except (AssertionError, KeyError, ValueError, TypeError) as e:   # Detectron2's own refusals
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0].strip("'\"")
+            raise UserError(f"run {label}: Detectron2 refuses the config: {text}",
+                            "fix the overrides after '--' (infomin-det train with the same arguments "
+                            "shows the same refusal)") from None
+    return len(done)
+
+
+def build_tasks(args: argparse.Namespace, threads: int, options: ExecutorOptions | None = None) -> list[DistributedTask]:
+    """One task per (protocol, weights, seed); every argument checked, nothing written."""
     from infomin_det.engine.spec import TrainSpec
     from infomin_det.rundir import check_name, run_dir
 
     check_name("experiment", args.experiment)
-    opts = tuple(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
-    if len(opts) % 2:
-        raise UserError(f"overrides must be KEY VALUE pairs, got {len(opts)} words", "e.g. SOLVER.MAX_ITER 100")
+    options = options or ExecutorOptions()
+    for p in args.protocol:
+        _override_hint(p, "--protocol")
+    if len(set(args.protocol)) != len(args.protocol):
+        raise UserError("a protocol is given more than once", "give each protocol once")
+    seeds = parse_seeds(args.seeds)
+    weights = parse_weights(args.weights)
+    opts, device = parse_overrides(args.opts, args.device)
+    for key in args.allow_mismatch:
+        if key != "all" and not CONFIG_KEY.fullmatch(key):
+            raise UserError(f"--allow-mismatch {key!r} is not a config key", "e.g. --allow-mismatch MODEL.PIXEL_STD, or 'all'")
+    if args.family and any(not w for _, w in weights):
+        raise UserError(f"--family {args.family} with random-init weights: the leaf of that family would load its "
+                        "own weights into the row named random", "submit the random rows without --family")
+    dataset = _absolute_dataset(args.dataset)
     tasks = []
     for protocol in args.protocol:
-        for name, weights in parse_weights(args.weights):
-            for seed in args.seeds:
-                out = run_dir(args.root, args.experiment, protocol, name, seed).resolve()
-                spec = TrainSpec(protocol=protocol, weights=weights, output_dir=str(out), weights_name=name,
-                                 seed=seed, experiment=args.experiment, opts=opts, dataset=args.dataset,
-                                 allow_mismatch=tuple(args.allow_mismatch))
-                tasks.append(DistributedTask(TRAIN_WORKER, spec, detectron2_comm=True, threads=threads,
+        for name, w in weights:
+            for seed in seeds:
+                out = run_dir(args.root, args.experiment, protocol, name, seed, args.variant).resolve()
+                spec = TrainSpec(protocol=protocol, weights=w, output_dir=str(out), weights_name=name,
+                                 seed=seed, experiment=args.experiment, opts=opts, dataset=dataset,
+                                 allow_mismatch=tuple(args.allow_mismatch), family=args.family or "",
+                                 variant=args.variant,
+                                 device=device, num_processes=options.ntasks_per_node, nodes=options.nodes)
+                tasks.append(DistributedTask(TRAIN_WORKER, spec, threads=threads,
                                              label=f"{protocol}/{name}/seed{seed}"))
     return tasks
+
+
+def _check_root(root: str) -> None:
+    p = Path(root)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"--root {root} is a file", "pass a directory (it is created if missing)")
 
 
 def print_report(report, experiment_dir: Path, cluster: str) -> None:
@@ -134,9 +318,16 @@ def main(args: argparse.Namespace) -> int:
     options = executor_options(args)
     cluster = resolve_cluster(args.cluster)
     options.validate(cluster)
-    tasks = build_tasks(args, threads=args.threads or options.cpus_per_task)
+    _check_root(args.root)
+    if args.threads < 0 or args.threads > 4096:
+        raise UserError(f"--threads {args.threads} is out of range", "pass 0 (the default) or a positive count")
+    if cluster == "slurm" and args.threads > options.cpus:
+        raise UserError(f"--threads {args.threads} exceeds the {options.cpus} CPUs per process requested",
+                        "raise --cpus-per-task or lower --threads")
+    tasks = build_tasks(args, threads=args.threads or (1 if options.gpus_per_node else options.cpus), options=options)
+    check_specs([t.spec for t in tasks])
     exp = Path(args.root, args.experiment)
     report = submit_tasks(tasks, exp, options, cluster=cluster, command=sys.argv,
-                          job_name=f"infomin-{args.experiment}")
+                          job_name=f"infomin-{args.experiment}", inputs=run_inputs([t.spec for t in tasks]))
     print_report(report, exp, cluster)
     return 1 if any(r.action == "failed" for r in report) else 0
