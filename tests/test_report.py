@@ -59,10 +59,14 @@ def test_seeds_mean_std_n_and_gaps(exp):
     assert t.metrics == ["bbox/AP", "bbox/AP50", "bbox/AP75", "segm/AP", "segm/AP50", "segm/AP75"]
     (t2,) = build_tables(find_runs([exp]), sizes=True)
     assert "segm/APl" in t2.metrics and t2.baseline is None and t2.notes == []
-    _run(exp / "again", "infomin", 2)  # the same seed once more, from another experiment
-    (t3,) = build_tables(find_runs([exp]))
-    assert next(r for r in t3.rows if r.weights == "infomin").n == 4
-    assert any("seeds [0, 1, 2, 2] repeat" in n for n in t3.notes)
+    _run(exp / "again", "infomin", 2, 7.0)  # the same seed once more, from another experiment
+    runs = find_runs([exp])
+    (t3,) = build_tables(runs)
+    # never averaged as 4 seeds (it was n=4, mean 41.95, with a note): both copies of seed 2 fail
+    assert next(r for r in t3.rows if r.weights == "infomin").seeds == [0, 1]
+    dup = [r for r in runs if r.status == "failed"]
+    assert len(dup) == 2 and all("seed 2 of infomin" in r.reason and "2 directories" in r.reason for r in dup)
+    assert t3.not_averaged == dup
 
 
 def test_resumed_duplicates_last_wins_and_periodic_eval_is_not_final(tmp_path):
@@ -86,7 +90,7 @@ def test_dataset_prefixed_keys_make_one_table_per_dataset(tmp_path):
         rec.update({f"{ds}/{k}": v + shift for k, v in FINAL.items()})
     (d / "metrics.json").write_text(json.dumps(rec) + "\n")
     tables = build_tables([load_run(d)])
-    assert [(t.dataset, t.rows[0].stats["bbox/AP"].mean) for t in tables] == [
+    assert [(t.eval_set, t.rows[0].stats["bbox/AP"].mean) for t in tables] == [
         ("coco_2017_val", 40.0), ("coco_minival", 45.0)]
 
 
@@ -145,7 +149,7 @@ def test_mixed_protocols_asked_into_one_table(exp):
     _run(exp, "supervised", 0, protocol="voc/R50-C4-24k")
     runs = find_runs([exp])
     assert len(build_tables(runs)) == 2
-    with pytest.raises(UserError, match="2 protocols"):
+    with pytest.raises(UserError, match="2 tables"):
         build_tables(runs, single=True)
     proc = subprocess.run([sys.executable, "tools/ap_table.py", str(exp)], capture_output=True, text=True,
                           cwd=Path(__file__).parents[1])
@@ -169,11 +173,14 @@ def test_config_without_run_json_and_layout_names_the_missing_file(tmp_path):
 
 
 def test_registry_adds_pending_runs(exp):
-    reg = exp / "exp" / "launch" / "registry.json"
-    reg.parent.mkdir(parents=True)
-    reg.write_text(json.dumps({"version": 1, "runs": {"coco/R50-FPN-1x/infomin/seed9": {
-        "output_dir": str(exp / "exp/coco/R50-FPN-1x/infomin/seed9"), "spec": {
-            "protocol": PROTO, "weights_name": "infomin", "seed": 9}, "jobs": [{"job_id": "17"}]}}}))
+    from infomin_det.launch.registry import Registry, RunRecord
+
+    reg = Registry(exp / "exp")  # the launcher's own registry class writes the file
+    key = "coco/R50-FPN-1x/infomin/seed9"
+    reg.runs[key] = RunRecord(key, str(exp / "exp" / key), "infomin_det.engine.trainer:train_worker",
+                              {"protocol": PROTO, "weights_name": "infomin", "seed": 9},
+                              jobs=[{"job_id": "17", "cluster": "local"}])
+    reg.save()
     runs = find_runs([exp / "exp"])
     pending = [r for r in runs if r.status == "pending"]
     assert len(pending) == 1 and "job 17" in pending[0].reason
@@ -195,7 +202,8 @@ def test_formats_render_the_same_numbers(exp, fmt, tmp_path):
         (t,) = json.loads(text)["tables"]
         base, info = t["rows"]  # the baseline row first, as in the paper
         assert base["weights"] == "supervised" and base["is_baseline"] and base["gaps"] == {}
-        assert info["stats"]["bbox/AP"] == {"mean": pytest.approx(41.4), "std": pytest.approx(0.4), "n": 3}
+        assert info["stats"]["bbox/AP"] == {"mean": pytest.approx(41.4), "std": pytest.approx(0.4), "n": 3, "why": ""}
+        assert t["dataset"] == "COCO train2017/val2017 (paper)" and t["paper_dataset"] is True
         assert info["gaps"]["bbox/AP"] == pytest.approx(1.3)
     elif fmt == "markdown":
         assert "| infomin | 3 | **41.4±0.4 (↑1.3)** |" in text
@@ -241,9 +249,10 @@ def test_baseline_missing_in_one_protocol_is_noted_and_unknown_protocol_refused(
     _run(exp, "supervised", 0, protocol="voc/R50-C4-24k")
     coco, voc = build_tables(find_runs([exp]), baseline="infomin")
     assert coco.baseline == "infomin" and voc.baseline is None
-    assert voc.notes == ["no row 'infomin' under voc/R50-C4-24k: no gaps"] and voc.rows[0].gaps == {}
-    _assert_clean_error(_cli(exp, "--protocol", "coco/R50-FPN-9x"), "no runs of protocol coco/R50-FPN-9x",
+    assert voc.notes == ["no row 'infomin' in this table: no gaps"] and voc.rows[0].gaps == {}
+    _assert_clean_error(_cli(exp, "--protocol", "coco/R50-FPN-2x"), "no runs of protocol coco/R50-FPN-2x",
                         "coco/R50-FPN-1x, voc/R50-C4-24k")
+    _assert_clean_error(_cli(exp, "--protocol", "coco/R50-FPN-9x"), "unknown protocol 'coco/R50-FPN-9x'")
 
 
 def test_eval_only_line_of_an_earlier_iteration_is_not_final(tmp_path):

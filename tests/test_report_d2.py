@@ -127,7 +127,7 @@ def d2_runs(tiny_coco, tmp_path_factory):
     ev = root.joinpath("evalonly", *PROTOCOL_DIR, "tiny-r18", "seed1")
     ev.mkdir(parents=True)
     cfg_ev = cfg.clone()
-    cfg_ev.OUTPUT_DIR = str(ev)
+    cfg_ev.OUTPUT_DIR, cfg_ev.SEED = str(ev), 1
     (ev / "config.yaml").write_text(cfg_ev.dump())
     with _LogTo(ev):
         model = Trainer.build_model(cfg_ev)
@@ -158,14 +158,22 @@ def test_resumed_run_parses_to_the_trainers_final_results(d2_runs):
             assert (got[f"{task}/{m}"] == w) or (w != w and got[f"{task}/{m}"] != got[f"{task}/{m}"])
 
 
-def test_stopped_run_is_in_progress_not_averaged(d2_runs):
-    from infomin_det.report import build_tables, find_runs
+def test_crashed_run_is_failed_with_its_cause_and_a_killed_one_is_in_progress(d2_runs, tmp_path):
+    from infomin_det.report import build_tables, find_runs, load_run
 
+    # the copy taken right after TrainerBase logged "Exception during training:" (was: in-progress)
     runs = find_runs([d2_runs["stopped"]])
-    assert [r.status for r in runs] == ["in-progress"]
-    assert "iteration 2" in runs[0].reason and "not final" in runs[0].reason
+    assert [r.status for r in runs] == ["failed"]
+    assert "crashed at iteration 2: test_report_d2._Crash (log.txt)" in runs[0].reason
     tables = build_tables(runs)
     assert tables[0].rows == [] and tables[0].not_averaged == runs
+    # the same run killed (SIGKILL: no traceback) one line before the crash marker: still in progress
+    killed = tmp_path / "killed" / "coco" / "R50-FPN-1x" / "tiny-r18" / "seed0"
+    shutil.copytree(d2_runs["stopped"], killed)
+    log = (killed / "log.txt").read_text()
+    (killed / "log.txt").write_text(log[: log.index("Exception during training:")].rsplit("\n", 2)[0] + "\n")
+    run = load_run(killed)
+    assert run.status == "in-progress" and "iteration 2" in run.reason and "not final" in run.reason
 
 
 def test_eval_only_run_parses_from_log_copypaste(d2_runs):
@@ -182,11 +190,22 @@ def test_eval_only_run_parses_from_log_copypaste(d2_runs):
 
 def test_cli_over_real_runs_and_config_fallback(d2_runs, tmp_path):
     root = d2_runs["resumed"].parents[4]
-    proc = subprocess.run([sys.executable, "-m", "infomin_det", "report", str(root), "--format", "json"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "infomin_det", "report", str(root / "exp"), str(root / "evalonly"),
+                           "--format", "json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    tables = json.loads(proc.stdout)["tables"]
-    assert [t["protocol"] for t in tables] == ["coco/R50-FPN-1x"]
+    (table,) = json.loads(proc.stdout)["tables"]
+    # depth 18 and 4 iterations are not the protocol: said in the table, never the paper's numbers
+    assert table["protocol"] == "coco/R50-FPN-1x" and table["rows"][0]["seeds"] == [0, 1]
+    assert table["modified"] == ["RESNETS.DEPTH=18 (protocol: 50)", "SOLVER.MAX_ITER=4 (protocol: 90000)"]
+    assert table["dataset"] == "report_tiny_train -> report_tiny_val" and table["paper_dataset"] is False
+    proc = subprocess.run([sys.executable, "-m", "infomin_det", "report", str(root / "exp"), "--baseline",
+                           "paper:supervised"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "deviate from the protocol (RESNETS.DEPTH=18" in proc.stderr
+    # the whole root holds the crashed copy: exit 2, and nothing is written to --out
+    out = tmp_path / "table.md"
+    proc = subprocess.run([sys.executable, "-m", "infomin_det", "report", str(root), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "crashed at iteration 2" in proc.stderr and not out.exists()
     # Without the directory layout the real config.yaml is read; MAX_ITER 4 is no paper protocol.
     loose = tmp_path / "loose"
     shutil.copytree(d2_runs["resumed"], loose)
@@ -194,3 +213,55 @@ def test_cli_over_real_runs_and_config_fallback(d2_runs, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "cannot tell the protocol" in proc.stderr and "SOLVER.MAX_ITER=4" in proc.stderr
+
+
+def test_final_results_cross_checked_and_recovered_from_log(d2_runs, tmp_path):
+    from infomin_det.report import load_run
+
+    run_dir = tmp_path / "exp" / "coco" / "R50-FPN-1x" / "tiny-r18" / "seed0"
+    shutil.copytree(d2_runs["resumed"], run_dir)
+    lines = (run_dir / "metrics.json").read_text().splitlines()
+    final = json.loads(lines[-1])
+    assert "total_loss" not in final and final["iteration"] == 4
+    # metrics.json's final record edited (or copied from another run): log.txt's copypaste disagrees
+    edited = dict(final, **{"bbox/AP": final["bbox/AP"] + 5.0})
+    (run_dir / "metrics.json").write_text("\n".join(lines[:-1] + [json.dumps(edited)]) + "\n")
+    run = load_run(run_dir)
+    assert run.status == "failed" and f"disagree on bbox/AP ({edited['bbox/AP']!r} vs " in run.reason
+    # the final record lost (truncated by a kill): log.txt's final round after the last iteration is used
+    (run_dir / "metrics.json").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])
+    run = load_run(run_dir)
+    assert run.status == "done", run.reason
+    assert "log.txt copypaste" in run.identity_from and any("truncated" in w for w in run.warnings)
+    want = d2_runs["train_results"]
+    for m in ("AP", "AP50", "AP75"):
+        assert run.metrics[""][f"bbox/{m}"] == pytest.approx(want["bbox"][m], abs=5e-5)
+
+
+def test_every_protocol_leaf_reads_as_its_protocol(tmp_path):
+    """Every leaf config (each family and variant), merged by Detectron2 and dumped as config.yaml,
+    shows no deviation from its protocol, implies it, and reads the same by the fast path as by a
+    full YAML parse."""
+    import yaml
+    from detectron2.config import get_cfg
+
+    from infomin_det.protocols import FAMILIES, config_path, list_protocols, variants
+    from infomin_det.report import identity
+
+    checked = 0
+    for p in list_protocols():
+        for family in FAMILIES:
+            for variant in ("", *variants(p.id, family)):
+                cfg = get_cfg()
+                cfg.merge_from_file(str(config_path(p.id, family, variant)))
+                path = tmp_path / "config.yaml"
+                path.write_text(cfg.dump())
+                fields = identity.read_config(path)
+                full = identity._fields(yaml.safe_load(path.read_text()), path, "")
+                fast = identity._fields(identity._parse_subset(identity._subset(path.read_text())), path, "")
+                assert fields == full == fast, (p.id, family, variant)
+                assert identity.deviations(p, fields) == (), (p.id, family, variant)
+                assert identity.implied_protocol(fields) == p, (p.id, family, variant)
+                assert identity._dataset(p, None, fields, path).paper is True, (p.id, family, variant)
+                checked += 1
+    assert checked >= 3 * len(list_protocols())

@@ -15,7 +15,8 @@ import pytest
 
 from infomin_det.report import aggregate, paper
 from infomin_det.report.paper import normalise
-from infomin_det.report.runs import PROTOCOLS, find_runs
+from infomin_det.report.identity import PROTOCOLS
+from infomin_det.report.runs import find_runs
 from infomin_det.report.synthetic import write_run
 
 

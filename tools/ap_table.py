@@ -3,8 +3,8 @@
 
     python tools/ap_table.py runs/myexp/coco/R50-FPN-1x --baseline supervised --format markdown
 
-Same options as ``infomin-det report``, but exactly one table: runs of several protocols are
-refused (``--protocol`` picks one) instead of being split.
+Same options as ``infomin-det report``, but exactly one table: runs of several tables (protocols,
+modifications, datasets) are refused (``--protocol`` picks one) instead of being split.
 """
 
 import argparse
@@ -15,7 +15,7 @@ from infomin_det.report import cli
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ap_table.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ap_table.py", description=__doc__.splitlines()[0], allow_abbrev=False)
     cli.add_arguments(parser)
     args = parser.parse_args(argv)
     try:

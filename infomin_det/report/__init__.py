@@ -2,12 +2,14 @@
 
 Layers (each its own module; none imports detectron2 or torch)::
 
-    runs.find_runs(paths) -> [Run]            discovery + identity (run.json / layout / config.yaml)
-    parse                                       metrics.json (from the end) and log.txt copypaste
-    aggregate.build_tables(runs, baseline)     -> [Table] (mean/std/n per metric, gaps)
+    runs.find_runs(paths) -> [Run]            discovery, status (done / in-progress / failed / pending), duplicates
+    identity.identify(dir)                      protocol / weights / seed / variant / dataset; sources must agree
+    parse                                       metrics.json and log.txt, read from the end; value checks
+    aggregate.build_tables(runs, baseline)     -> [Table] (mean/std/n per metric, NaN rule, gaps)
     paper                                       the paper's Tables 1-11 (paper_tables.json)
     render.RENDERERS / print_terminal          markdown, latex, csv, json / rich
-    plot.plot_gaps                              matplotlib PNG
+    plot.draw / plot_gaps                       matplotlib PNG / PDF / SVG
+    outputs                                     where --out / --plot may write; all-or-nothing writes
     cli                                         ``infomin-det report``
 """
 

@@ -5,15 +5,17 @@
     infomin-det report --paper T8                                    # the paper's Table 8
 
 Exit status: 0; 2 for bad input (UserError) and when some run could not be read -- the table of
-the others is still printed, and each unreadable run gets ``error: <cause>`` / ``  fix: <fix>``.
+the others is still printed (never written to --out / --plot: a file is written only when every
+run was read), and each unreadable run gets ``error: <cause>`` / ``  fix: <fix>``.
+Where --out / --plot may write: :mod:`infomin_det.report.outputs`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from infomin_det.atomic import write_text_atomic
 from infomin_det.errors import UserError
 
 FORMATS = ("terminal", "markdown", "latex", "csv", "json")
@@ -23,72 +25,113 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", metavar="RUN_DIR_OR_EXPERIMENT",
                         help="run directories, experiment directories, or experiment names under ./runs")
     parser.add_argument("--baseline", metavar="NAME",
-                        help="row to print gaps against (a weights name), or paper:<row> (e.g. paper:supervised)")
+                        help="row to print gaps against (a row label or weights name), or paper:<row> "
+                             "(e.g. paper:supervised; only for runs of the paper's protocol on its dataset)")
     parser.add_argument("--paper", metavar="TABLE", help="print the paper's table (T1..T11, or a panel like T8b)")
     parser.add_argument("--protocol", action="append", metavar="ID", help="only this protocol (repeatable)")
     parser.add_argument("--sizes", action="store_true", help="also show APs / APm / APl")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="output format (default: terminal, or from --out's suffix)")
-    parser.add_argument("--out", metavar="FILE", help="write the table here (atomically)")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw the gaps per protocol and metric")
+    parser.add_argument("--out", metavar="FILE", help="write the table here (atomically; never into a run)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw the gaps per table and metric (.png, .pdf or .svg)")
 
 
 def main(args: argparse.Namespace, single: bool = False) -> int:
-    from infomin_det.report import aggregate, render
-    from infomin_det.report.runs import FAILED, find_runs
+    from infomin_det.report import aggregate, outputs, render
+    from infomin_det.report.runs import FAILED, find_runs, resolve_path
 
     fmt = _format(args)
-    failed = []
-    if args.paper:
-        if args.paths or args.baseline:
-            raise UserError("--paper prints the paper's table on its own",
-                            "drop the run paths / --baseline, or use --baseline paper:<row> with your runs")
-        if args.paper.upper() in ("T1", "T2"):
-            return _emit(_linear_table(args.paper.upper(), fmt), fmt, args.out)
+    if args.plot is not None:
+        from infomin_det.report.plot import check_suffix
+
+        check_suffix(args.plot)
+    targets = outputs.check_targets(args.out, args.plot)
+    runs = []
+    if args.paper is not None:
+        extra = [f for f, v in (("run paths", args.paths), ("--baseline", args.baseline is not None),
+                                ("--protocol", args.protocol), ("--sizes", args.sizes)) if v]
+        if extra:
+            raise UserError(f"--paper prints the paper's table on its own ({', '.join(extra)} given too)",
+                            "drop them, or use --baseline paper:<row> with your runs")
+        if args.paper.strip().upper() in ("T1", "T2"):
+            if args.plot is not None:
+                raise UserError(f"--plot draws gaps, and Table {args.paper.strip()[1:]} has none (ImageNet accuracies)",
+                                "drop --plot, or plot a detection table (T3..T11)")
+            text = _linear_table(args.paper.strip().upper(), fmt)
+            return _emit(text, fmt, targets, [])
         tables = aggregate.paper_tables(args.paper)
     else:
         if not args.paths:
             raise UserError("no runs given", "pass run or experiment directories, or --paper T3")
         runs = find_runs(args.paths)
-        failed = [r for r in runs if r.status == FAILED]
+        outputs.check_outside(targets, [r.path for r in runs] + [resolve_path(p) / "launch" for p in args.paths])
         tables = aggregate.build_tables(runs, args.baseline, args.sizes, args.protocol, single=single)
         for r in runs:
             for w in r.warnings:
                 print(f"warning: {w}", file=sys.stderr)
-    if fmt == "terminal":
-        render.print_terminal(tables)
-    else:
-        _emit(render.RENDERERS[fmt](tables), fmt, args.out)
-    if args.plot:
-        from infomin_det.report.plot import plot_gaps
+    failed = [r for r in runs if r.status == FAILED]
+    fig = None
+    if args.plot is not None:
+        from infomin_det.report.plot import draw
 
-        print(f"plot: {plot_gaps(tables, args.plot)}", file=sys.stderr)
+        fig = draw(tables)
     for r in failed:
         print(f"error: {r.reason}\n  fix: {r.fix}", file=sys.stderr)
+    if failed and targets:
+        if fig is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        raise UserError(f"{len(failed)} run(s) could not be read (above): nothing written to "
+                        f"{' / '.join(t.given for t in targets)} -- a file would hold a table without them",
+                        "fix or move away those runs, or narrow the paths / --protocol to the runs you want")
+    text = render.RENDERERS[fmt](tables) if fmt != "terminal" else None
+    if fmt == "terminal":
+        render.print_terminal(tables)
+    _emit(text, fmt, targets, [(t, fig) for t in targets if t.flag == "--plot"])
     return 2 if failed else 0
 
 
 def _format(args: argparse.Namespace) -> str:
     from infomin_det.report.render import SUFFIXES
 
-    if args.out:
-        from pathlib import Path
+    if args.out is None:
+        return args.format or "terminal"
+    guess = SUFFIXES.get(Path(args.out).suffix.lower())
+    if args.format == "terminal" or (args.format is None and guess is None):
+        raise UserError(f"--out {args.out}: a file needs a file format",
+                        f"add --format {{{','.join(FORMATS[1:])}}} or name the file {'/'.join(SUFFIXES)}")
+    if args.format and guess and args.format != guess:
+        raise UserError(f"--format {args.format} but --out {args.out} is named like {guess}",
+                        f"drop --format, or name the file {next(s for s, f in SUFFIXES.items() if f == args.format)}")
+    return args.format or guess
 
-        guess = SUFFIXES.get(Path(args.out).suffix.lower())
-        fmt = args.format or guess
-        if fmt in (None, "terminal"):
-            raise UserError(f"--out {args.out}: a file needs a file format",
-                            f"add --format {{{','.join(FORMATS[1:])}}} or name the file {'/'.join(SUFFIXES)}")
-        return fmt
-    return args.format or "terminal"
 
+def _emit(text: str | None, fmt: str, targets: list, plots: list) -> int:
+    from infomin_det.report import outputs
 
-def _emit(text: str, fmt: str, out: str | None) -> int:
-    if out:
-        write_text_atomic(out, text)
-        print(f"wrote {out}", file=sys.stderr)
-    else:
+    items = []
+    for t in targets:
+        if t.flag == "--out":
+            items.append((t, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8")))
+    for t, fig in plots:
+        from infomin_det.report.plot import check_suffix
+
+        fmt_ = check_suffix(t.path)
+        items.append((t, lambda tmp, fig=fig, fmt_=fmt_: fig.savefig(tmp, format=fmt_, dpi=100)))
+    if text is not None and not any(t.flag == "--out" for t in targets):
         sys.stdout.write(text)
+    try:
+        outputs.write_all(items)
+    finally:
+        if plots:
+            import matplotlib.pyplot as plt
+
+            for _, fig in plots:
+                plt.close(fig)
+    for t, _ in items:
+        print(f"wrote {t.given}", file=sys.stderr)
     return 0
 
 
@@ -105,18 +148,20 @@ def _linear_table(table: str, fmt: str) -> str:
     if table == "T2":
         cols.append("group")
     rows = [[("-" if r.get(c) is None else str(r[c])) for c in cols] for r in spec["rows"]]
+    caption = f"{spec['caption']} | dataset: ImageNet-1K (paper)"
     if fmt == "json":
-        return json.dumps({"table": table, "caption": spec["caption"], "rows": spec["rows"]}, indent=1) + "\n"
+        return json.dumps({"table": table, "caption": spec["caption"], "dataset": "ImageNet-1K (paper)",
+                           "rows": spec["rows"]}, indent=1) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows([cols] + rows)
         return buf.getvalue()
     if fmt == "latex":
         body = [" & ".join(c.replace("_", r"\_") for c in r) + r" \\" for r in [cols] + rows]
-        return "\n".join([f"% {table}: {spec['caption']}", "\\begin{tabular}{" + "l" * len(cols) + "}",
+        return "\n".join([f"% {table}: {caption}", "\\begin{tabular}{" + "l" * len(cols) + "}",
                           *body, "\\end{tabular}"]) + "\n"
     widths = [max(len(r[i]) for r in [cols] + rows) for i in range(len(cols))]
-    lines = [f"{table}: {spec['caption']}", ""] if fmt == "terminal" else [f"### {table}: {spec['caption']}", ""]
+    lines = [f"{table}: {caption}", ""] if fmt == "terminal" else [f"### {table}: {caption}", ""]
     for k, r in enumerate([cols] + rows):
         lines.append("| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |")
         if k == 0:

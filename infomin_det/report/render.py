@@ -3,7 +3,9 @@
 ``RENDERERS[name](tables) -> str`` for ``markdown``, ``latex``, ``csv``, ``json``; the terminal
 format is :func:`print_terminal` (rich, colours). Cells read like the paper: ``40.6 (↑0.9)``, with
 ``±std`` when a row averages several seeds; gaps with ``|gap| > 0.5`` are highlighted (green up,
-red down; bold in markdown, ``\\textcolor`` in LaTeX). Numbers are rounded only here.
+red down; bold in markdown, ``\\textcolor`` in LaTeX); ``n/a`` where a seed has NaN (the table's
+notes say why). Every format carries the table's title (protocol, modifications, dataset, test set)
+and its notes. Numbers are rounded only here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import math
 from typing import Callable
 
-from infomin_det.report.aggregate import Row, Stat, Table, highlighted, rounded_gap
+from infomin_det.report.aggregate import Row, Stat, Table, highlighted, rounded_gap, title_of
 
 UP, DOWN = "↑", "↓"
 
@@ -22,8 +24,8 @@ UP, DOWN = "↑", "↓"
 def fmt_value(s: Stat | None) -> str:
     if s is None:
         return "-"
-    if math.isnan(s.mean):
-        return "nan"
+    if s.mean is None:
+        return "n/a"
     return f"{s.mean:.1f}" + (f"±{s.std:.1f}" if s.std is not None else "")
 
 
@@ -40,18 +42,11 @@ def cell(row: Row, metric: str, up: str = UP, down: str = DOWN) -> str:
 
 
 def row_label(row: Row) -> str:
-    return row.weights + (" [baseline]" if row.is_baseline and row.source == "runs" else "")
+    return row.label + (" (baseline)" if row.is_baseline and row.source == "runs" else "")
 
 
 def row_n(row: Row) -> str:
     return row.source if row.source != "runs" else str(row.n)
-
-
-def title(t: Table) -> str:
-    if t.title:
-        return t.title
-    return t.protocol + (f" [{t.dataset}]" if t.dataset else "") + (
-        f" -- gaps to {t.baseline}" if t.baseline else "")
 
 
 def header(t: Table) -> list[str]:
@@ -60,35 +55,51 @@ def header(t: Table) -> list[str]:
 
 def notes(t: Table) -> list[str]:
     out = list(t.notes)
-    out += [f"{r.status}: {r.path} ({r.reason})" for r in t.not_averaged]
+    out += [f"{r.status}: {r.path} ({r.reason.removeprefix(f'{r.path}: ')})" for r in t.not_averaged]
     return out
+
+
+def one_line(s: str) -> str:
+    """Text from run records on one line (a newline in a dataset id must not break a table or comment)."""
+    return " ".join(str(s).split())
+
+
+def _md(s: str) -> str:
+    return one_line(s).replace("|", "\\|")  # inside a table row only
 
 
 def to_markdown(tables: list[Table]) -> str:
     parts = []
     for t in tables:
-        lines = [f"### {title(t)}", ""]
+        lines = [f"### {one_line(title_of(t))}", ""]
         if t.rows:
             lines += ["| " + " | ".join(header(t)) + " |", "|" + "---|" * len(header(t))]
             for r in t.rows:
                 cells = [(f"**{cell(r, m)}**" if highlighted(r.gaps.get(m)) else cell(r, m)) for m in t.metrics]
-                lines.append("| " + " | ".join([row_label(r), row_n(r)] + cells) + " |")
-        lines += [f"- {n}" for n in notes(t)]
+                lines.append("| " + " | ".join([_md(row_label(r)), row_n(r)] + cells) + " |")
+        else:
+            lines.append("no finished runs")
+        lines += [f"- {one_line(n)}" for n in notes(t)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
+_TEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "{": r"\{", "}": r"\}",
+        "$": r"\$", "^": r"\^{}", "~": r"\~{}"}
+
+
 def _tex(s: str) -> str:
-    return s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
+    return "".join(_TEX.get(c, c) for c in one_line(s))
 
 
 def to_latex(tables: list[Table]) -> str:
     parts = ["% needs \\usepackage{xcolor}; gaps with |gap| > 0.5 AP coloured as in the paper"]
     for t in tables:
         if not t.rows:
+            parts.append(f"% {_tex(title_of(t))}: no finished runs" + "".join(f"\n% {_tex(n)}" for n in notes(t)))
             continue
         cols = "l" + "c" * (len(t.metrics) + 1)
-        lines = [f"% {_tex(title(t))}", f"\\begin{{tabular}}{{{cols}}}", "\\hline",
+        lines = [f"% {_tex(title_of(t))}", f"\\begin{{tabular}}{{{cols}}}", "\\hline",
                  " & ".join(_tex(h) for h in header(t)) + r" \\", "\\hline"]
         for r in t.rows:
             cells = []
@@ -100,38 +111,52 @@ def to_latex(tables: list[Table]) -> str:
                     c = f"\\textcolor{{{colour}}}{{{c}}}"
                 cells.append(c)
             lines.append(" & ".join([_tex(row_label(r)), _tex(row_n(r))] + cells) + r" \\")
-        lines += ["\\hline", "\\end{tabular}"]
+        lines += ["\\hline", "\\end{tabular}"] + [f"% {_tex(n)}" for n in notes(t)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
-CSV_FIELDS = ["protocol", "dataset", "weights", "source", "n", "seeds", "baseline", "metric",
-              "mean", "std", "gap"]
+CSV_FIELDS = ["protocol", "modified", "dataset", "paper_dataset", "eval_set", "weights", "variant", "family",
+              "label", "source", "n", "seeds", "baseline", "metric", "mean", "std", "gap", "note"]
 
 
 def to_csv(tables: list[Table]) -> str:
+    """Long form, full precision: one line per (table, row, metric); ``note`` says why a value is missing."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_FIELDS)
     for t in tables:
+        head = [t.protocol, "; ".join(t.modified), t.dataset, _flag(t.paper_dataset), t.eval_set]
         for r in t.rows:
             for m in t.metrics:
                 s = r.stats.get(m)
                 gap = r.gaps.get(m)
-                w.writerow([t.protocol, t.dataset, r.weights, r.source, r.n if r.source == "runs" else "",
-                            " ".join(str(x) for x in r.seeds), t.baseline or "", m,
-                            "" if s is None else repr(s.mean), "" if s is None or s.std is None else repr(s.std),
-                            "" if gap is None else repr(gap)])
+                note = (s.why if s is not None else "missing") if s is None or s.mean is None else (
+                    r.no_gap if r.no_gap and not r.is_baseline else "")
+                w.writerow(head + [r.weights, r.variant, r.family, r.label, r.source,
+                                   r.n if r.source == "runs" else "", " ".join(str(x) for x in r.seeds),
+                                   t.baseline or "", m, "" if s is None or s.mean is None else repr(s.mean),
+                                   "" if s is None or s.std is None else repr(s.std),
+                                   "" if gap is None else repr(gap), note])
+        for run in t.not_averaged:
+            w.writerow(head + [run.weights, run.variant, run.family, "", "runs", "", "" if run.seed is None else run.seed,
+                               t.baseline or "", "", "", "", "", f"{run.status}: {run.reason}"])
     return buf.getvalue()
+
+
+def _flag(x: bool | None) -> str:
+    return "" if x is None else str(x).lower()
 
 
 def table_dict(t: Table) -> dict:
     return {
-        "protocol": t.protocol, "dataset": t.dataset, "metrics": t.metrics, "baseline": t.baseline,
-        "notes": t.notes, "title": t.title,
-        "rows": [{"weights": r.weights, "source": r.source, "is_baseline": r.is_baseline, "seeds": r.seeds,
-                  "n": r.n,
-                  "stats": {m: {"mean": _num(s.mean), "std": _num(s.std), "n": s.n} for m, s in r.stats.items()},
+        "protocol": t.protocol, "modified": list(t.modified), "dataset": t.dataset,
+        "paper_dataset": t.paper_dataset, "eval_set": t.eval_set, "metrics": t.metrics,
+        "baseline": t.baseline, "notes": t.notes, "title": title_of(t),
+        "rows": [{"weights": r.weights, "variant": r.variant, "family": r.family, "label": r.label,
+                  "source": r.source, "is_baseline": r.is_baseline, "seeds": r.seeds, "n": r.n, "no_gap": r.no_gap,
+                  "stats": {m: {"mean": _num(s.mean), "std": _num(s.std), "n": s.n, "why": s.why}
+                            for m, s in r.stats.items()},
                   "gaps": {m: _num(g) for m, g in r.gaps.items()}} for r in t.rows],
         "not_averaged": [{"path": str(r.path), "status": r.status, "reason": r.reason} for r in t.not_averaged],
     }
@@ -163,7 +188,7 @@ def print_terminal(tables: list[Table], console=None) -> None:
             console = Console(width=200)
     for t in tables:
         if t.rows:
-            rt = RichTable(title=title(t), title_justify="left")
+            rt = RichTable(title=Text(title_of(t)), title_justify="left")
             for h in header(t):
                 rt.add_column(h, justify="left" if h == "weights" else "right", no_wrap=True)
             for r in t.rows:
@@ -174,6 +199,6 @@ def print_terminal(tables: list[Table], console=None) -> None:
                 rt.add_row(Text(row_label(r), style="bold" if r.is_baseline else ""), row_n(r), *cells)
             console.print(rt)
         else:
-            console.print(f"[bold]{title(t)}[/bold]: no finished runs")
+            console.print(Text(f"{title_of(t)}: no finished runs", style="bold"))
         for n in notes(t):
             console.print(Text(f"  {n}", style="yellow"))
