@@ -10,7 +10,8 @@ order (the permutation is returned).
 
 Fast pipeline (:class:`InfoMinAugment`), same family and parameter distributions:
 
-* one JPEG decode per sample, reduced-size (``PIL.Image.draft``, 1/2, 1/4, 1/8) when every crop of
+* one decode per sample (:func:`pretrain.decode.to_rgb`: every Pillow mode as 8-bit RGB, EXIF
+  orientation applied), for JPEG reduced-size (``PIL.Image.draft``, 1/2, 1/4, 1/8) when every crop of
   the sample still has >= ``size`` source pixels on both sides after the reduction;
 * crop + resize in one PIL call (``resize(box=...)``: bilinear with antialiasing, as torchvision);
 * brightness / contrast / saturation as one-pass RGB affine matrices in C (exact: brightness
@@ -40,6 +41,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 
 from infomin_det.errors import UserError
+from pretrain.decode import oriented_size, to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -286,10 +288,21 @@ def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
 
 
+_MEAN_STD_255 = (torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255, torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255)
+_MEAN_STD_ON: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def mean_std_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (3, 1, 1) mean and std in 0..255 on ``device``, copied there once per device."""
+    found = _MEAN_STD_ON.get(device)
+    if found is None:
+        found = _MEAN_STD_ON[device] = (_MEAN_STD_255[0].to(device), _MEAN_STD_255[1].to(device))
+    return found
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """uint8 (..., 3, H, W) on any device -> float32 ImageNet-normalised. Run it on the accelerator."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1) * 255
+    mean, std = mean_std_on(x.device)
     return (x.float() - mean) / std
 
 
@@ -317,7 +330,7 @@ class InfoMinAugment:
     def __call__(self, fp: str | BinaryIO, rng: random.Random) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         with Image.open(fp) as src:
-            width, height = src.size
+            width, height = oriented_size(src)  # crops are drawn on the upright picture
             boxes = [sample_crop(width, height, (cfg.crop_min, 1.0), rng) for _ in range(2)]
             wanted = [(b, cfg.size) for b in boxes]
             jig_box = None
@@ -326,8 +339,8 @@ class InfoMinAugment:
                 wanted.append((jig_box, cfg.jigsaw_size))
             factor = draft_factor(wanted) if src.format == "JPEG" else 1
             if factor > 1:
-                src.draft("RGB", (math.ceil(width / factor), math.ceil(height / factor)))
-            img = src.convert("RGB")
+                src.draft("RGB", (math.ceil(src.width / factor), math.ceil(src.height / factor)))
+            img = to_rgb(src)
         self.last_decode_size = img.size
         sx, sy = img.width / width, img.height / height
         self.last_trace = []

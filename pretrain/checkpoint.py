@@ -1,13 +1,15 @@
 """The pretrain checkpoint format (self-describing), atomic saving, finding and validating for resume.
 
-A checkpoint is a dict readable with ``torch.load(weights_only=True)``::
+A checkpoint is a dict readable with ``torch.load(weights_only=True)`` (and read only that way,
+through :func:`infomin_det.untrusted.torch_load`)::
 
     {"format": "infomin-det/pretrain", "format_version": 1,
      "arch": {depth, num_groups, width_per_group, stem_out_channels, res2_out_channels, name},
      "backbone": query encoder state dict, torchvision key names (conv1.weight, layer1.0..., no fc),
      "heads": {"head_q": ..., "head_k": ..., ["head_jig": ...]},
      "state": {model (full MoCo incl. key encoder + queue), optimizer, scaler, epoch, step,
-               rng, config, skipped_images}}
+               rng (one entry per rank: torch, python, cuda of its own device), config,
+               skipped_images, world_size}}
 
 Files are ``checkpoint_<step:08d>.pth`` in the run's output dir; the newest complete one is the
 resume point (atomic writes: a file either exists whole or not at all).
@@ -16,7 +18,7 @@ resume point (atomic writes: a file either exists whole or not at all).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import torch
 
 from infomin_det.atomic import atomic_write
 from infomin_det.errors import UserError
+from infomin_det.untrusted import torch_load
 from infomin_det.weights_meta import ResNetArch
 
 FORMAT = "infomin-det/pretrain"
@@ -68,24 +71,48 @@ def prune(output_dir: str | Path, keep: int) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Load and check the format tag. UserError for anything that is not our checkpoint."""
+    """Load (weights-only, :func:`infomin_det.untrusted.torch_load`) and check the format tag and the
+    arch record. UserError for anything that is not our checkpoint -- no code in it ever runs."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated / foreign files
-        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}",
-                        "delete the broken file (the previous checkpoint is used) or pick another") from e
+        ckpt = torch_load(path)
+    except UserError as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.cause}",
+                        "use only checkpoints this command wrote; delete or move this one "
+                        "(a resume then starts from the previous checkpoint)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not an infomin-det pretrain checkpoint (no format tag {FORMAT!r})",
                         "resume only from checkpoints this command wrote")
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} has format_version {ckpt.get('format_version')}, expected {FORMAT_VERSION}",
                         "use the infomin-det version that wrote it")
+    arch = ckpt.get("arch")
+    names = {f.name for f in fields(ResNetArch)}
+    if not isinstance(arch, dict) or not names <= set(arch) or not isinstance(ckpt.get("backbone"), dict) \
+            or not isinstance(ckpt.get("state"), dict):
+        raise UserError(f"{path} is damaged: its arch / backbone / state records are missing or malformed",
+                        "use another checkpoint of the run (or retrain)")
     return ckpt
 
 
-def check_resumable(ckpt: dict[str, Any], arch: ResNetArch, path: str | Path) -> None:
-    """Refuse to resume a run of another architecture into this one."""
+def arch_of_checkpoint(ckpt: dict[str, Any]) -> ResNetArch:
+    return ResNetArch(**{f.name: ckpt["arch"][f.name] for f in fields(ResNetArch)})
+
+
+def check_resumable(ckpt: dict[str, Any], arch: ResNetArch, path: str | Path, world: int,
+                    batch_size: int) -> None:
+    """Refuse to resume a run of another architecture, world size or per-process batch into this one
+    (each changes the global batch, lr, sample order or model: the result would be no single run)."""
     theirs = {k: v for k, v in ckpt["arch"].items() if k != "name"}
     if theirs != asdict(arch):
         raise UserError(f"checkpoint {path} is for {ckpt['arch'].get('name', theirs)}, this run is {arch.name}",
                         "use a fresh --output-dir for a different architecture, or the same --arch")
+    st = ckpt["state"]
+    their_world, their_batch = st.get("world_size"), (st.get("config") or {}).get("batch_size")
+    if their_world != world:
+        raise UserError(f"checkpoint {path} was written by a run of {their_world} processes, this run has {world}: "
+                        "the global batch, learning rate and sample order would change mid-run",
+                        f"resume with {their_world} processes (--processes, or --nodes x --gpus-per-node), "
+                        "or start a fresh --output-dir")
+    if their_batch != batch_size:
+        raise UserError(f"checkpoint {path} was written with --batch-size {their_batch}, this run has {batch_size}",
+                        f"resume with --batch-size {their_batch}, or start a fresh --output-dir")

@@ -4,6 +4,12 @@
     infomin-det pretrain DATA -o OUT --processes 2                          2 local gloo/NCCL processes
     infomin-det pretrain DATA -o OUT --cluster slurm --gpus-per-node 8      via infomin_det.launch
     infomin-det pretrain DATA --linear-eval OUT/checkpoint_*.pth --val VAL  top-1 / top-5
+
+Every value is checked before anything starts or is written. ``--cluster`` takes the launcher's
+full executor option set (``infomin_det.launch.submit_cli.add_executor_arguments``); without
+``--cluster`` the run happens in this process (or ``--processes`` local ones). On a cluster each
+task gets ``--workers + 1`` CPUs unless ``--cpus-per-task`` says otherwise (the loader workers
+plus the training process itself).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from pretrain.model import ARCHS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from infomin_det.launch.submit_cli import add_executor_arguments
+
     d = {f.name: f.default for f in dataclasses.fields(_spec_cls())}
     parser.add_argument("data", help="image folder: ImageNet layout (root/<class>/*.jpg) or any folder of images")
     parser.add_argument("-o", "--output-dir", help="run directory (checkpoints, TensorBoard); resumes from it")
@@ -46,16 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"], help="steps; 0: every epoch")
     g.add_argument("--max-steps", type=int, default=d["max_steps"], help="stop after this many steps (0: none)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d["device"])
-    g.add_argument("--processes", type=int, default=1, help="local processes (gloo on CPU, NCCL on GPU)")
-    g.add_argument("--threads", type=int, default=1, help="torch threads per local process")
+    g.add_argument("--processes", type=int, default=None,
+                   help="local processes (gloo on CPU, NCCL on GPU, one per GPU; default 1); with --cluster: "
+                        "tasks per node")
+    g.add_argument("--threads", type=int, default=1, help="torch threads per process")
     g.add_argument("--no-tensorboard", action="store_true")
-    g = parser.add_argument_group("cluster (through infomin_det.launch)")
-    g.add_argument("--cluster", choices=["slurm", "local"], default=None,
-                   help="submit as a job (submitit) instead of running here")
-    g.add_argument("--nodes", type=int, default=1)
-    g.add_argument("--gpus-per-node", type=int, default=0)
-    g.add_argument("--partition", default=None)
-    g.add_argument("--timeout-min", type=int, default=60 * 24)
+    add_executor_arguments(parser, cluster_default=None)  # --cluster absent: run here
     g = parser.add_argument_group("linear evaluation")
     g.add_argument("--linear-eval", metavar="CKPT", help="evaluate CKPT linearly: DATA is the training folder")
     g.add_argument("--val", help="validation folder (with --linear-eval)")
@@ -77,24 +81,86 @@ def _print(result: dict, as_json: bool) -> None:
         print("\n".join(f"{k:<{width}}  {v}" for k, v in result.items()))
 
 
-def main(args: argparse.Namespace) -> int:
-    import torch
+def _linear_eval(args: argparse.Namespace) -> int:
+    from infomin_det.errors import UserError
+    from pretrain import limits
+    from pretrain.linear_eval import LinearEvalSpec, linear_eval
 
+    if not args.val:
+        raise UserError("--linear-eval needs --val", "pass the validation folder: --val VAL_DIR")
+    for given, name in ((args.output_dir, "-o"), (args.cluster, "--cluster"), (args.processes, "--processes")):
+        if given is not None:
+            raise UserError(f"{name} does not apply to --linear-eval (one process here; the result is printed)",
+                            f"drop {name}; save the result with --json > FILE")
+    _refuse_executor_flags_without_cluster(args)
+    limits.threads(args.threads, local=True)
+    spec = LinearEvalSpec(args.linear_eval, args.data, args.val, epochs=args.linear_epochs,
+                          batch_size=args.batch_size, lr=args.linear_lr, image_size=args.image_size,
+                          workers=args.workers, seed=args.seed, device=args.device, amp=args.amp,
+                          progress=sys.stderr.isatty())
+    spec.check()
+    import torch
+    torch.set_num_threads(args.threads)
+    _print(linear_eval(spec), args.json)
+    return 0
+
+
+def executor_request(args: argparse.Namespace, workers: int, cluster: str):
+    """The launcher's :class:`ExecutorOptions` for ``--cluster`` runs: every executor flag as given;
+    ``--cpus-per-task`` defaults to ``workers + 1`` (the loader workers and the training process),
+    ``--processes`` means tasks per node. Validated for ``cluster``."""
+    from infomin_det.errors import UserError
+    from infomin_det.launch.options import ExecutorOptions
+
+    values = {f.name: getattr(args, f"ex_{f.name}") for f in dataclasses.fields(ExecutorOptions)}
+    if values["cpus_per_task"] is None:
+        values["cpus_per_task"] = workers + 1
+    if args.processes is not None:
+        if values["tasks_per_node"] is not None and values["tasks_per_node"] != args.processes:
+            raise UserError(f"--processes {args.processes} and --tasks-per-node {values['tasks_per_node']} disagree",
+                            "give one of them (with --cluster both mean processes per node)")
+        values["tasks_per_node"] = args.processes
+    return ExecutorOptions.from_mapping(values).validate(cluster)
+
+
+def _refuse_executor_flags_without_cluster(args: argparse.Namespace) -> None:
+    from infomin_det.errors import UserError
+    from infomin_det.launch.options import ExecutorOptions
+
+    defaults = ExecutorOptions()
+    given = [f.name for f in dataclasses.fields(ExecutorOptions)
+             if getattr(args, f"ex_{f.name}") != getattr(defaults, f.name)]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UserError(f"{flag} is an executor option, but no --cluster is given (the run would happen here "
+                        "and ignore it)", f"add --cluster slurm|local, or drop {flag} (use --processes for local runs)")
+
+
+def _submit(args: argparse.Namespace, spec) -> int:
+    from infomin_det.launch import DistributedTask, submit_tasks
+    from infomin_det.launch.options import resolve_cluster
+    from pretrain import limits
+    from pretrain.train import preflight
+
+    cluster = resolve_cluster(args.cluster)
+    options = executor_request(args, spec.workers, cluster)
+    limits.threads(args.threads, local=False)
+    preflight(spec, options.world_size)
+    task = DistributedTask("pretrain.train:pretrain_worker", spec, threads=args.threads, label="pretrain")
+    [sub] = submit_tasks([task], args.output_dir, options, cluster=cluster, job_name="infomin-pretrain")
+    _print({"run": sub.key, "action": sub.action, "job_id": sub.job_id, "output_dir": sub.output_dir,
+            "follow": f"infomin-det status {args.output_dir}"}, args.json)
+    return 1 if sub.action == "failed" else 0
+
+
+def main(args: argparse.Namespace) -> int:
     from infomin_det.errors import UserError
 
     if args.linear_eval:
-        from pretrain.linear_eval import LinearEvalSpec, linear_eval
-        if not args.val:
-            raise UserError("--linear-eval needs --val", "pass the validation folder: --val VAL_DIR")
-        torch.set_num_threads(args.threads)
-        _print(linear_eval(LinearEvalSpec(args.linear_eval, args.data, args.val, epochs=args.linear_epochs,
-                                          batch_size=args.batch_size, lr=args.linear_lr,
-                                          image_size=args.image_size, workers=args.workers, seed=args.seed,
-                                          progress=sys.stderr.isatty())), args.json)
-        return 0
+        return _linear_eval(args)
     if not args.output_dir:
         raise UserError("no --output-dir given", "pass -o RUN_DIR (checkpoints go there; a rerun resumes)")
-    from pretrain.train import PretrainSpec, preflight, run_local
+    from pretrain.train import PretrainSpec, run_local
     spec = PretrainSpec(
         data=args.data, output_dir=args.output_dir, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
         base_lr=args.base_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
@@ -103,18 +169,13 @@ def main(args: argparse.Namespace) -> int:
         jigsaw=args.jigsaw, amp=args.amp, workers=args.workers, seed=args.seed,
         checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, device=args.device,
         tensorboard=not args.no_tensorboard, progress=sys.stderr.isatty())
-    if args.cluster:
-        from infomin_det.launch import DistributedTask, ExecutorOptions, submit_tasks
-        tasks_per_node = max(args.gpus_per_node, args.processes)
-        preflight(spec, args.nodes * tasks_per_node)
-        options = ExecutorOptions(partition=args.partition, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-                                  tasks_per_node=tasks_per_node, cpus_per_task=max(1, args.workers),
-                                  timeout_min=args.timeout_min).validate(args.cluster)
-        task = DistributedTask("pretrain.train:pretrain_worker", spec, threads=args.threads, label="pretrain")
-        [sub] = submit_tasks([task], args.output_dir, options, cluster=args.cluster, job_name="infomin-pretrain")
-        _print({"run": sub.key, "action": sub.action, "job_id": sub.job_id, "output_dir": sub.output_dir,
-                 "follow": f"infomin-det status {args.output_dir}"}, args.json)
-        return 0
+    spec.check()
+    if args.cluster is not None:
+        return _submit(args, spec)
+    _refuse_executor_flags_without_cluster(args)
+    import torch
+    from pretrain import limits
+    limits.threads(args.threads, local=True)
     torch.set_num_threads(args.threads)
-    _print(run_local(spec, args.processes, args.threads), args.json)
+    _print(run_local(spec, 1 if args.processes is None else args.processes, args.threads), args.json)
     return 0

@@ -3,6 +3,8 @@
 Layouts: ImageNet (``root/<class>/<image>``, classes = sorted subfolder names) or any folder of
 images (searched recursively, no labels: label -1). A sample's randomness is a pure function of
 (seed, epoch, index), so a resumed run sees exactly the batches the interrupted one would have.
+Pixels come from :mod:`pretrain.decode` (every Pillow mode as 8-bit RGB). A folder where more than
+:data:`MAX_UNREADABLE` of the images cannot be decoded is refused up front (:func:`check_decodable`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from infomin_det.errors import UserError
+from pretrain.decode import DECODE_ERRORS, to_rgb
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".ppm", ".pgm", ".tif", ".tiff")
+MAX_UNREADABLE = 0.1       # refuse a folder where a larger fraction of the images cannot be decoded
+DECODE_CHECK_SAMPLE = 256  # files decoded up front (all of them in a smaller folder)
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,8 @@ def scan_folder(root: str | os.PathLike) -> ImageList:
     """List the images under ``root``. Raises UserError for a missing, unreadable or empty folder."""
     path = Path(root)
     if not path.is_dir():
-        raise UserError(f"image folder {path} does not exist or is not a folder",
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise UserError(f"image folder {path} {what}",
                         "pass a folder of images (flat, or ImageNet layout root/<class>/*.jpg)")
     if not os.access(path, os.R_OK | os.X_OK):
         raise UserError(f"image folder {path} is not readable", f"check its permissions (chmod -R u+rX {path})")
@@ -59,6 +64,30 @@ def scan_folder(root: str | os.PathLike) -> ImageList:
 
 def _raise_unreadable(err: OSError) -> None:
     raise UserError(f"cannot read {err.filename}: {err.strerror}", "check the folder's permissions")
+
+
+def check_decodable(images: ImageList, sample: int = DECODE_CHECK_SAMPLE) -> int:
+    """Decode ``sample`` files spread evenly over ``images`` (all of them when there are fewer) the
+    way training does; UserError when more than :data:`MAX_UNREADABLE` of them fail, naming the
+    first failures and why. Returns the number that failed. JPEGs are decoded at 1/8 size (the
+    whole entropy-coded stream is still read, so a truncated file still fails)."""
+    n = len(images.files)
+    k = min(n, sample)
+    picked = sorted({(i * (n - 1)) // max(1, k - 1) for i in range(k)}) if k > 1 else [0]
+    bad: list[str] = []
+    for i in picked:
+        try:
+            with Image.open(images.files[i]) as src:
+                if src.format == "JPEG":
+                    src.draft("RGB", (1, 1))
+                to_rgb(src)
+        except DECODE_ERRORS as e:
+            bad.append(f"{images.files[i]}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if len(bad) > MAX_UNREADABLE * len(picked):
+        raise UserError(f"{len(bad)} of {len(picked)} images checked under {images.root} cannot be decoded "
+                        f"(more than {MAX_UNREADABLE:.0%}); first: {'; '.join(bad[:3])}",
+                        "repair or remove the unreadable files (or convert them to 8-bit PNG / JPEG)")
+    return len(bad)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:

@@ -88,6 +88,11 @@ def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
+def _pointer_from_buffer(module: "MoCo", _incompatible: Any) -> None:
+    """After ``load_state_dict``: the Python pointer follows the loaded ``queue_ptr`` (one sync, at load)."""
+    module._ptr = int(module.queue_ptr)
+
+
 class MoCo(nn.Module):
     """Query encoder + heads (trained), momentum key encoder + head, queue (dim, K) of keys.
 
@@ -108,7 +113,9 @@ class MoCo(nn.Module):
         for p in (*self.encoder_k.parameters(), *self.head_k.parameters()):
             p.requires_grad = False
         self.register_buffer("queue", F.normalize(torch.randn(dim, queue_size), dim=0))
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # checkpointed
+        self._ptr = 0  # the same pointer as a Python int: enqueue never reads the device
+        self.register_load_state_dict_post_hook(_pointer_from_buffer)
 
     def heads(self) -> dict[str, nn.Module]:
         h = {"head_q": self.head_q, "head_k": self.head_k}
@@ -132,9 +139,10 @@ class MoCo(nn.Module):
         if k % n:
             raise UserError(f"queue size {k} is not a multiple of the global batch {n}",
                             "choose --queue-size as a multiple of batch size x processes")
-        ptr = int(self.queue_ptr)
+        ptr = self._ptr
         self.queue[:, ptr:ptr + n] = keys.T
-        self.queue_ptr.fill_((ptr + n) % k)
+        self._ptr = (ptr + n) % k
+        self.queue_ptr.fill_(self._ptr)
 
     @torch.no_grad()
     def _keys(self, x: torch.Tensor) -> torch.Tensor:

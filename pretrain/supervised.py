@@ -7,7 +7,8 @@ SGD momentum 0.9, lr ``lr`` cosine to 0, weight decay 1e-4, RandomResizedCrop(0.
 (``pretrain.linear_eval.train_view``), inputs RGB normalised with the ImageNet statistics like every
 other backbone here. The output is a plain torchvision state dict (``conv1.weight`` ... ``fc.bias``)
 written atomically -- the layout torchvision's own supervised weights have, so ``infomin-det convert``
-reads it with no flags and records the torchvision input convention.
+reads it with no flags and records the torchvision input convention. Runs on ``device`` (auto: the
+GPU when one is visible) like the linear evaluation; it has no resume (a rerun starts over).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import torch
 from torch import nn
 
 from infomin_det.atomic import atomic_write
+from pretrain import device as devices
 from pretrain.augment import normalize
-from pretrain.linear_eval import evaluate, fit, labelled_pair
+from pretrain.linear_eval import check_fit_numbers, evaluate, fit, labelled_pair
 from pretrain.model import arch_of, build_backbone, feature_dim
+from pretrain.outdir import check_writable, created
 
 
 @dataclass(frozen=True)
@@ -38,16 +41,30 @@ class SupervisedSpec:
     image_size: int = 64  # px, square
     workers: int = 0
     seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "none"     # none | bf16 | fp16
     progress: bool = True
+
+    def check(self) -> None:
+        check_fit_numbers(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                          weight_decay=self.weight_decay, image_size=self.image_size, workers=self.workers,
+                          seed=self.seed, device=self.device, amp=self.amp)
+        arch_of(self.arch)
+        check_writable(self.output_dir)
 
 
 def train_supervised(spec: SupervisedSpec) -> dict[str, Any]:
     """Train, evaluate top-1/top-5 (%) on ``spec.val``, save; returns the result dict."""
+    spec.check()
     arch = arch_of(spec.arch)
     train, val = labelled_pair(spec.train, spec.val, spec.batch_size)
+    device = devices.select(spec.device)
+    amp = devices.amp_dtype(spec.amp)
     torch.manual_seed(spec.seed)
     backbone = build_backbone(arch)
     head = nn.Linear(feature_dim(arch), len(train.classes))
+    backbone.to(device)
+    head.to(device)
 
     def forward(images: torch.Tensor) -> torch.Tensor:
         return head(backbone(normalize(images)))
@@ -56,15 +73,14 @@ def train_supervised(spec: SupervisedSpec) -> dict[str, Any]:
     steps, skipped = fit(forward, [*backbone.parameters(), *head.parameters()], train, epochs=spec.epochs,
                          batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
                          image_size=spec.image_size, workers=spec.workers, seed=spec.seed,
-                         progress=spec.progress, desc=f"supervised {arch.name}")
+                         progress=spec.progress, desc=f"supervised {arch.name}", device=device, amp=amp)
     backbone.eval()
     result = evaluate(forward, val, image_size=spec.image_size, batch_size=spec.batch_size,
-                      workers=spec.workers, seed=spec.seed)
+                      workers=spec.workers, seed=spec.seed, device=device, amp=amp)
     state = {**{k: v.detach().cpu() for k, v in backbone.state_dict().items()},
              "fc.weight": head.weight.detach().cpu(), "fc.bias": head.bias.detach().cpu()}
     out = Path(spec.output_dir) / f"supervised_{arch.name}.pth"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:
+    with created(out.parent), atomic_write(out) as tmp:
         torch.save(state, tmp)
     return {"checkpoint": str(out), "arch": arch.name, **result, "classes": train.classes, "steps": steps,
             "skipped_images": skipped + result["skipped_images"]}

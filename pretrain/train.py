@@ -5,6 +5,12 @@ processes (the launcher or :func:`run_local` does that), resumes from the newest
 ``spec.output_dir`` (never from its arguments), trains, checkpoints atomically (rank 0) and returns
 a JSON-able summary. SGD lr = base_lr x global batch / 256, momentum 0.9, wd 1e-4, linear warm-up
 (default: 0 epochs up to a global batch of 256, 5 above) then cosine to 0, stepped per iteration.
+
+Every value is checked (:meth:`PretrainSpec.check`, :func:`preflight`) before a process starts or a
+file is written. The training step never waits for the device: losses are summed on the device and
+read (with the global skipped-image count) every :data:`LOG_EVERY` steps, at checkpoints and at the
+end. A checkpoint holds every rank's own RNG state; a resume restores each rank's own and refuses
+another world size or per-process batch.
 """
 
 from __future__ import annotations
@@ -22,12 +28,17 @@ import torch
 import torch.distributed as dist
 
 from infomin_det.errors import UserError
+from infomin_det.preempt import PreemptionSignal
 from pretrain import checkpoint as ckpt_io
+from pretrain import device as devices
+from pretrain import limits
 from pretrain.augment import AugmentConfig, InfoMinAugment
-from pretrain.data import EpochSampler, ImageList, SkipUnreadable, scan_folder
+from pretrain.data import EpochSampler, ImageList, SkipUnreadable, check_decodable, scan_folder
 from pretrain.model import MoCo, arch_of
+from pretrain.outdir import check_writable, created
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = devices.AMP_DTYPES
+LOG_EVERY = 20  # steps between host reads of the losses (progress bar, TensorBoard)
 
 
 @dataclass(frozen=True)
@@ -66,14 +77,28 @@ class PretrainSpec:
                              jitter_strength=self.jitter_strength, jigsaw=self.jigsaw)
 
     def check(self) -> None:
-        if self.amp not in AMP_DTYPES:
-            raise UserError(f"--amp {self.amp!r} is not one of {', '.join(AMP_DTYPES)}", "use none, bf16 or fp16")
-        for name in ("epochs", "batch_size", "queue_size", "image_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1 (got {getattr(self, name)})", f"pass a positive --{name.replace('_', '-')}")
-        if self.temperature <= 0 or not 0 <= self.moco_momentum <= 1:
-            raise UserError(f"temperature {self.temperature} / key momentum {self.moco_momentum} out of range",
-                            "use --temperature > 0 (paper: 0.15) and --moco-momentum in [0, 1] (paper: 0.999)")
+        """Refuse every out-of-range value (UserError naming the flag); no device is probed."""
+        devices.amp_dtype(self.amp)
+        if self.device not in devices.DEVICES:
+            raise UserError(f"--device {self.device!r} is not one of {', '.join(devices.DEVICES)}",
+                            "use auto, cpu or cuda")
+        for name in ("epochs", "batch_size", "num_processes", "nodes"):
+            limits.integer(name, getattr(self, name), 1)
+        for name in ("checkpoint_every", "max_steps", "keep_checkpoints"):
+            limits.integer(name, getattr(self, name), 0)
+        limits.integer("queue_size", self.queue_size, 1, limits.MAX_QUEUE, "keys kept as negatives; the paper: 65536")
+        limits.image_size(self.image_size)
+        limits.workers(self.workers)
+        limits.seed(self.seed)
+        limits.number("lr", self.base_lr, 0, lo_open=True, hint="paper: 0.03 at a global batch of 256")
+        limits.number("weight_decay", self.weight_decay, 0, hint="paper: 1e-4")
+        limits.number("temperature", self.temperature, 0, lo_open=True, hint="paper: 0.15")
+        limits.number("moco_momentum", self.moco_momentum, 0, 1, hint="paper: 0.999")
+        limits.number("crop_min", self.crop_min, 0, 1, lo_open=True, hint="paper: 0.2")
+        limits.number("jitter_strength", self.jitter_strength, 0, hint="paper sweeps 0.125 .. 2.5")
+        if self.warmup_epochs != -1:
+            limits.number("warmup_epochs", self.warmup_epochs, 0, self.epochs,
+                          hint="-1 picks 0 or 5 by the global batch; warm-up cannot outlast the run")
         arch_of(self.arch)
         self.augment_config()
 
@@ -84,14 +109,6 @@ def _place() -> tuple[int, int]:
     return 0, 1
 
 
-def _device(spec: PretrainSpec) -> torch.device:
-    if spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is visible", "use --device cpu or auto")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-
-
 def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
     """Linear warm-up over ``warmup`` steps, then half-cosine from ``lr`` to 0 at ``total``."""
     if step < warmup:
@@ -99,18 +116,43 @@ def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def _rng_state() -> dict[str, Any]:
-    s = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's generators: torch CPU, Python ``random``, and its own CUDA device's."""
+    s: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if device.type == "cuda":
+        s["cuda"] = torch.cuda.get_rng_state(device)
     return s
 
 
-def _set_rng_state(s: dict[str, Any]) -> None:
+def rank_rng_state(saved: Any, rank: int) -> dict[str, Any]:
+    """This rank's entry of a checkpoint's ``rng`` record: a list with one state per rank (a dict is
+    the older single record of rank 0, which every rank restored then)."""
+    if isinstance(saved, dict):
+        return saved
+    if not isinstance(saved, list) or not 0 <= rank < len(saved) or not isinstance(saved[rank], dict):
+        raise UserError(f"the checkpoint's RNG record has no entry for rank {rank}",
+                        "resume with the world size the checkpoint was written with, or a fresh --output-dir")
+    return saved[rank]
+
+
+def _set_rng_state(s: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(s["torch"])
     random.setstate((3, tuple(s["python"]), None))
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    cuda = s.get("cuda")
+    if isinstance(cuda, list):  # older record: every visible device's state; take this device's own
+        cuda = cuda[device.index] if device.type == "cuda" and device.index < len(cuda) else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def _gather_rng(device: torch.device, rank: int, world: int) -> list[dict[str, Any]] | None:
+    """Every rank's RNG state, on rank 0 (None elsewhere). Collective: all ranks call it."""
+    mine = _rng_state(device)
+    if world == 1:
+        return [mine]
+    out: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(mine, out, dst=0)
+    return out
 
 
 def build(spec: PretrainSpec) -> MoCo:
@@ -122,8 +164,9 @@ def build(spec: PretrainSpec) -> MoCo:
 
 def preflight(spec: PretrainSpec, world: int, check_checkpoint: bool = True) -> ImageList:
     """Every check that can fail on user input, before any process is started or file written
-    (``check_checkpoint``: also load the newest checkpoint and refuse another arch)."""
+    (``check_checkpoint``: also load the newest checkpoint and refuse another arch / world size)."""
     spec.check()
+    check_writable(spec.output_dir)
     images = scan_folder(spec.data)
     global_batch = spec.batch_size * world
     if len(images.files) < global_batch:
@@ -132,23 +175,30 @@ def preflight(spec: PretrainSpec, world: int, check_checkpoint: bool = True) -> 
     if spec.queue_size % global_batch:
         raise UserError(f"queue size {spec.queue_size} is not a multiple of the global batch {global_batch}",
                         "choose --queue-size as a multiple of batch size x processes")
+    check_decodable(images)
     latest = ckpt_io.latest(spec.output_dir) if check_checkpoint else None
     if latest is not None:
-        ckpt_io.check_resumable(ckpt_io.load(latest), arch_of(spec.arch), latest)
+        ckpt_io.check_resumable(ckpt_io.load(latest), arch_of(spec.arch), latest, world, spec.batch_size)
     return images
 
 
 def pretrain_worker(spec: PretrainSpec) -> dict[str, Any]:
     """Train (or resume and continue) one process of the run; returns a summary dict (rank 0's is
-    the run's: steps, final loss, checkpoint path, skipped images)."""
+    the run's: steps, final loss, checkpoint path, skipped images). Rank 0 creates the output
+    directory; if the run fails before writing anything there, the directory is removed again."""
     rank, world = _place()
     images = preflight(spec, world, check_checkpoint=False)  # the checkpoint is checked when loaded below
-    device = _device(spec)
+    device = devices.select(spec.device)
+    if rank != 0:
+        return _train(spec, images, rank, world, device)
+    with created(spec.output_dir):
+        return _train(spec, images, rank, world, device)
+
+
+def _train(spec: PretrainSpec, images: ImageList, rank: int, world: int, device: torch.device) -> dict[str, Any]:
     global_batch = spec.batch_size * world
     arch = arch_of(spec.arch)
     out_dir = Path(spec.output_dir)
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
 
     dataset = SkipUnreadable(images, InfoMinAugment(spec.augment_config()), spec.seed)
     sampler = EpochSampler(len(images.files), spec.batch_size, rank, world, spec.seed)
@@ -161,24 +211,25 @@ def pretrain_worker(spec: PretrainSpec) -> dict[str, Any]:
     model = build(spec).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=peak_lr, momentum=0.9, weight_decay=spec.weight_decay)
-    amp_dtype = AMP_DTYPES[spec.amp]
+    amp_dtype = devices.amp_dtype(spec.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
 
-    step, skipped, resumed_from = 0, 0, None
+    step, skipped_before, resumed_from = 0, 0, None
     latest = ckpt_io.latest(out_dir)
     if latest is not None:
         ck = ckpt_io.load(latest)
-        ckpt_io.check_resumable(ck, arch, latest)
+        ckpt_io.check_resumable(ck, arch, latest, world, spec.batch_size)
         st = ck["state"]
         try:
             model.load_state_dict(st["model"])
             opt.load_state_dict(st["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
+            scaler.load_state_dict(st["scaler"])
+            step, skipped_before, resumed_from = int(st["step"]), int(st["skipped_images"]), str(latest)
+            rng = rank_rng_state(st["rng"], rank)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"checkpoint {latest} does not fit this run's settings: {str(e).splitlines()[0]}",
                             "resume with the settings it was written with (see its state.config), or a fresh --output-dir") from e
-        scaler.load_state_dict(st["scaler"])
-        step, skipped, resumed_from = int(st["step"]), int(st["skipped_images"]), str(latest)
-        _set_rng_state(st["rng"])
+        _set_rng_state(rng, device)
 
     net: torch.nn.Module = model
     if world > 1:
@@ -195,12 +246,23 @@ def pretrain_worker(spec: PretrainSpec) -> dict[str, Any]:
         bar = tqdm(total=total if not spec.max_steps else min(total, spec.max_steps), initial=step,
                    desc=f"pretrain {arch.name}", unit="step", dynamic_ncols=True)
 
+    local_skipped = torch.zeros((), dtype=torch.long)  # this rank's, since this process started (CPU)
+
+    def skipped_total() -> int:
+        """The run's skipped images over all ranks (collective: every rank calls it at the same step)."""
+        t = local_skipped.to(device)
+        if world > 1:
+            dist.all_reduce(t)
+        return skipped_before + int(t)
+
     def save() -> Path | None:
+        rng_states = _gather_rng(device, rank, world)
+        skipped = skipped_total()
         if rank != 0:
             return None
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                  "step": step, "epoch": step // steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-                 "skipped_images": skipped, "rng": _rng_state(), "config": dataclasses.asdict(spec),
+                 "skipped_images": skipped, "rng": rng_states, "config": dataclasses.asdict(spec),
                  "world_size": world}
         path = ckpt_io.save(ckpt_io.checkpoint_path(out_dir, step), arch, model.encoder_q.state_dict(),
                             {n: h.state_dict() for n, h in model.heads().items()}, state)
@@ -208,17 +270,38 @@ def pretrain_worker(spec: PretrainSpec) -> dict[str, Any]:
         return path
 
     stop_at = min(total, spec.max_steps) if spec.max_steps else total
-    last: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}   # losses summed on the device since the last log
+    n_summed = 0
+    final: dict[str, torch.Tensor] = {}  # the last step's outputs
     saved_at = step if latest is not None else -1
     t_start, n_seen = time.perf_counter(), 0
+
+    def log(lr: float) -> None:
+        nonlocal sums, n_summed
+        if n_summed and (writer is not None or bar is not None):
+            means = {k: float(v) / n_summed for k, v in sums.items()}  # the one host sync per interval
+            if writer is not None:
+                for k, v in means.items():
+                    writer.add_scalar(f"pretrain/{k}", v, step)
+                writer.add_scalar("pretrain/lr", lr, step)
+                writer.add_scalar("pretrain/samples_per_s", n_seen / (time.perf_counter() - t_start), step)
+            if bar is not None:
+                bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.4f}")
+        sums, n_summed = {}, 0
+
+    preempt = PreemptionSignal()       # SIGUSR2: save this step, requeue (submitit) or exit 75
+    preempt.install()
     model.train()
     while step < stop_at:
         epoch = step // steps_per_epoch
         sampler.epoch = dataset.epoch = epoch
         sampler.skip_batches = step - epoch * steps_per_epoch
+        # the loader draws its workers' base seed from its own generator, not the global RNG that
+        # shuffle-BN uses: a resumed run continues that RNG exactly where the checkpoint left it
         loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size, sampler=sampler,
                                              num_workers=spec.workers, drop_last=True,
-                                             pin_memory=device.type == "cuda")
+                                             pin_memory=device.type == "cuda",
+                                             generator=torch.Generator().manual_seed(spec.seed * 7919 + epoch))
         for batch in loader:
             lr = lr_at(step, total, warmup, peak_lr)
             for g in opt.param_groups:
@@ -232,73 +315,64 @@ def pretrain_worker(spec: PretrainSpec) -> dict[str, Any]:
             scaler.step(opt)
             scaler.update()
             step += 1
-            n_skipped = batch["skipped"].sum().to(device)
-            if world > 1:
-                dist.all_reduce(n_skipped)  # the count is global, so every rank checkpoints/resumes the same
-            skipped += int(n_skipped)
+            local_skipped += batch["skipped"].sum()  # a CPU tensor from the loader: no device sync
             n_seen += views.shape[0] * world
-            last = {k: float(v.detach()) for k, v in out.items()}
-            last["lr"] = lr
-            if writer is not None:
-                for k, v in last.items():
-                    writer.add_scalar(f"pretrain/{k}", v, step)
-                writer.add_scalar("pretrain/samples_per_s", n_seen / (time.perf_counter() - t_start), step)
+            final = {k: v.detach() for k, v in out.items()}
+            for k, v in final.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            n_summed += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", lr=f"{lr:.4f}", skipped=skipped)
             end_of_epoch = step % steps_per_epoch == 0
-            if (spec.checkpoint_every and step % spec.checkpoint_every == 0) or \
-                    (not spec.checkpoint_every and end_of_epoch) or step >= stop_at:
+            checkpoint_now = (spec.checkpoint_every and step % spec.checkpoint_every == 0) or \
+                (not spec.checkpoint_every and end_of_epoch) or step >= stop_at
+            if step % LOG_EVERY == 0 or checkpoint_now:
+                log(lr)
+            if checkpoint_now:
                 save()
                 saved_at = step
+            if preempt.requested():
+                if saved_at != step:
+                    save()
+                preempt.hand_over(f"preempted at step {step}: checkpoint saved in {out_dir}; "
+                                  "the same command (or the requeued job) resumes from it")
             if step >= stop_at:
                 break
+    preempt.restore()
     if saved_at != step:
         save()
+    skipped = skipped_total()
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
     return {"output_dir": str(out_dir), "checkpoint": str(ckpt_io.checkpoint_path(out_dir, step)),
             "arch": arch.name, "step": step, "total_steps": total, "epoch": step / steps_per_epoch,
-            "loss": last.get("loss"), "skipped_images": skipped, "world_size": world,
+            "loss": float(final["loss"]) if final else None, "skipped_images": skipped, "world_size": world,
             "resumed_from": resumed_from, "images": len(images.files)}
 
 
 # ----------------------------------------------------------------------------------------------
 # N local processes (gloo on CPU, NCCL on GPU) without a scheduler
 
-def _local_entry(rank: int, spec: PretrainSpec, world: int, port: int, threads: int) -> None:
-    torch.set_num_threads(threads)
-    backend = "nccl" if spec.device != "cpu" and torch.cuda.is_available() else "gloo"
-    os.environ.update(LOCAL_RANK=str(rank), RANK=str(rank), WORLD_SIZE=str(world))
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        result = pretrain_worker(dataclasses.replace(spec, progress=spec.progress and rank == 0))
-        if rank == 0:
-            import json
-            from infomin_det.atomic import write_text_atomic
-            write_text_atomic(Path(spec.output_dir) / "pretrain_result.json", json.dumps(result) + "\n")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
 def run_local(spec: PretrainSpec, processes: int, threads: int = 1) -> dict[str, Any]:
-    """Run ``processes`` local processes (spawned) and return rank 0's summary."""
+    """Run ``processes`` processes on this machine and return rank 0's summary: one process here,
+    several through the launcher's own local path (:func:`infomin_det.launch.task.run_local`: the
+    same rendezvous, device-before-NCCL and backend rules as a SLURM job; one process per GPU on
+    CUDA). Everything is checked first; a UserError in any process is raised here."""
+    from infomin_det.dist import resolve_device
+
+    device = resolve_device(spec.device)
+    devices.check_local_processes(processes, device, torch.cuda.device_count() if device == "cuda" else 0,
+                                  devices.cores())
+    limits.threads(threads, local=True)
     if processes == 1:
         return pretrain_worker(spec)
-    import json
-    import socket
+    from infomin_det.launch.task import DistributedTask
+    from infomin_det.launch.task import run_local as run_task_locally
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     spec = dataclasses.replace(spec, num_processes=processes, nodes=1)
     preflight(spec, processes)
-    Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_local_entry, args=(spec, processes, port, threads), nprocs=processes,
-                       start_method="spawn")
-    return json.loads((Path(spec.output_dir) / "pretrain_result.json").read_text())
+    with created(spec.output_dir):
+        return run_task_locally(DistributedTask("pretrain.train:pretrain_worker", spec, threads=threads,
+                                                label="pretrain"), processes)

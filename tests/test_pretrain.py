@@ -92,6 +92,28 @@ def test_loss_decreases_on_a_fixed_batch(images):
     assert losses[-1] < losses[0] - 0.1, losses
 
 
+def assert_same_state(a: dict, b: dict) -> None:
+    """Model (incl. key encoder, queue and queue pointer), optimizer and RNG state tensors equal."""
+    for part in ("model", "optimizer", "scaler"):
+        fa, fb = _tensors(a["state"][part]), _tensors(b["state"][part])
+        assert fa.keys() == fb.keys(), part
+        bad = [k for k in fa if not torch.equal(fa[k], fb[k])]
+        assert not bad, (part, bad[:5])
+    assert a["state"]["step"] == b["state"]["step"] and a["state"]["skipped_images"] == b["state"]["skipped_images"]
+    for ra, rb in zip(a["state"]["rng"], b["state"]["rng"], strict=True):
+        assert torch.equal(ra["torch"], rb["torch"])
+
+
+def _tensors(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_tensors(v, f"{prefix}{k}/"))
+        elif isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def test_checkpoint_format_and_resume_gives_identical_next_step(images, tmp_path):
     straight = pretrain_worker(tiny_spec(images, tmp_path / "straight", max_steps=3))
     first = pretrain_worker(tiny_spec(images, tmp_path / "resumed", max_steps=2))
@@ -99,6 +121,8 @@ def test_checkpoint_format_and_resume_gives_identical_next_step(images, tmp_path
     again = pretrain_worker(tiny_spec(images, tmp_path / "resumed", max_steps=3))
     assert again["resumed_from"].endswith("checkpoint_00000002.pth") and again["step"] == 3
     assert again["loss"] == straight["loss"]
+    assert_same_state(torch.load(straight["checkpoint"], weights_only=True),
+                      torch.load(again["checkpoint"], weights_only=True))
 
     ck = torch.load(again["checkpoint"], map_location="cpu", weights_only=True)
     assert ck["format"] == "infomin-det/pretrain" and ck["format_version"] == 1
@@ -119,12 +143,25 @@ def test_resume_from_other_arch_is_refused(images, tmp_path):
 
 
 def test_corrupt_jpegs_are_skipped_and_counted(tmp_path):
-    data = write_images(tmp_path / "imgs", n_per_class=8, classes=("x",))
+    data = write_images(tmp_path / "imgs", n_per_class=24, classes=("x",))
     (data / "x" / "3.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     full = (data / "x" / "5.jpg").read_bytes()
     (data / "x" / "5.jpg").write_bytes(full[: len(full) // 3])  # truncated mid-scan
-    r = pretrain_worker(tiny_spec(data, tmp_path / "out", epochs=1))
-    assert r["step"] == 1 and r["skipped_images"] >= 1  # 3.jpg always; 5.jpg if PIL notices
+    r = pretrain_worker(tiny_spec(data, tmp_path / "out", epochs=1))  # 2 of 24 unreadable: within the 10 %
+    assert r["step"] == 3 and r["skipped_images"] >= 1  # 3.jpg always; 5.jpg if PIL notices
+
+
+def test_a_folder_of_mostly_unreadable_images_is_refused(tmp_path, capsys):
+    """20 of 24 files broken: before, the run trained on the 4 readable ones (each file replaced by
+    the next readable one) and exited 0."""
+    data = write_images(tmp_path / "imgs", n_per_class=24, classes=("x",))
+    for i in range(20):
+        (data / "x" / f"{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rc = cli_main(["pretrain", str(data), "-o", str(tmp_path / "out"), "--arch", "R-18", "--batch-size", "8",
+                   "--queue-size", "256", "--image-size", "32", "--workers", "0", "--epochs", "1", "--no-tensorboard"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "20 of 24 images checked" in err and "\n  fix: " in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "no_images"])

@@ -375,12 +375,18 @@ def save_generator(generator: ViewGenerator, path: str | Path, extra: dict | Non
 
 def load_generator(path: str | Path) -> ViewGenerator:
     """Read a checkpoint written by :func:`save_generator` back into a :class:`ViewGenerator`."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=False)
+    from infomin_det.untrusted import torch_load
+
+    ckpt = torch_load(Path(path))  # weights-only: a hostile pickle runs no code
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a view-generator checkpoint",
                         "pass the generator.pt that learn_views wrote")
-    gen = ViewGenerator(ckpt["kind"], ckpt["blocks"], ckpt["hidden"])
-    gen.load_state_dict(ckpt["state_dict"])
+    try:
+        gen = ViewGenerator(ckpt["kind"], ckpt["blocks"], ckpt["hidden"])
+        gen.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path} is a damaged view-generator checkpoint ({type(e).__name__}: {e})",
+                        "pass the generator.pt that learn_views wrote") from None
     return gen
 
 

@@ -428,8 +428,15 @@ def train_moving_mnist(spec: MovingMNISTSpec) -> dict[str, Any]:
 
 def load_encoder(checkpoint: str | Path) -> MovingMNISTEncoder:
     """A :class:`MovingMNISTEncoder` (eval mode) from a ``model_final.pth`` of :func:`train_moving_mnist`."""
+    from infomin_det.untrusted import torch_load
+
+    ckpt = torch_load(checkpoint)  # weights-only: a hostile pickle runs no code
     model = MovingMNISTEncoder()
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"{checkpoint} is not a model_final.pth of train_moving_mnist ({type(e).__name__}: {e})",
+                        "pass the model_final.pth that train_moving_mnist wrote") from None
     return model.eval()
 
 
