@@ -66,7 +66,7 @@ def finetune_opts(size: DemoSize) -> tuple[str, ...]:
             "MODEL.ROI_HEADS.NUM_CLASSES", str(CATEGORIES), "INPUT.MASK_FORMAT", "bitmask",
             "INPUT.MIN_SIZE_TRAIN", f"({size.det_size},)", "INPUT.MAX_SIZE_TRAIN", str(size.det_size),
             "INPUT.MIN_SIZE_TEST", str(size.det_size), "INPUT.MAX_SIZE_TEST", str(size.det_size),
-            "SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.02", "SOLVER.MAX_ITER", str(it),
+            "SOLVER.IMS_PER_BATCH", "4", "SOLVER.REFERENCE_WORLD_SIZE", "0", "SOLVER.BASE_LR", "0.02", "SOLVER.MAX_ITER", str(it),
             "SOLVER.STEPS", f"({int(it * 0.75)},)", "SOLVER.WARMUP_ITERS", str(max(1, it // 10)),
             "SOLVER.CHECKPOINT_PERIOD", str(max(1, it // 2)), "TEST.PRECISE_BN.NUM_ITER", "5",
             "DATALOADER.NUM_WORKERS", "0")
@@ -154,7 +154,8 @@ def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", con
                          image_size=64, workers=0, device="cpu", tensorboard=False, progress=False)
     sspec = SupervisedSpec(train=str(lab_root / "train"), val=str(lab_root / "val"),
                            output_dir=str(out / "supervised"), epochs=size.supervised_epochs,
-                           batch_size=min(64, size.labelled_per_class * CATEGORIES), progress=False)
+                           batch_size=min(64, size.labelled_per_class * CATEGORIES), progress=False,
+                           device="cpu")
     first = [DistributedTask("pretrain.train:pretrain_worker", pspec, threads=1, label="pretrain"),
              DistributedTask("pretrain.supervised:train_supervised", sspec, threads=1, label="supervised")]
     _run(first, out / "pretrain_exp", ExecutorOptions(cpus_per_task=1, timeout_min=120), cluster, console, "pretrain")
@@ -186,10 +187,12 @@ def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", con
     tasks = []
     for name, w in weights.items():
         for seed in range(size.seeds):
+            variant = "" if w else "rgb"     # random init with the other rows' RGB/ImageNet input
             spec = TrainSpec(protocol=PROTOCOL, weights=w, weights_name=name, seed=seed, experiment="demo",
-                             output_dir=str(run_dir(runs_root, "demo", PROTOCOL, name, seed)),
-                             opts=finetune_opts(size), dataset=dataset)
-            tasks.append(DistributedTask("infomin_det.engine.trainer:train_worker", spec, detectron2_comm=True,
+                             output_dir=str(run_dir(runs_root, "demo", PROTOCOL, name, seed, variant)),
+                             opts=finetune_opts(size), dataset=dataset, variant=variant,
+                             device="cpu")
+            tasks.append(DistributedTask("infomin_det.engine.trainer:train_worker", spec,
                                          threads=1, label=f"{name}/seed{seed}"))
     _run(tasks, runs_root / "demo", ExecutorOptions(cpus_per_task=1, timeout_min=120), cluster, console, "fine-tune")
     step("fine-tune")
