@@ -202,7 +202,8 @@ def check_same_run(out: Path, cfg_dump: str, info: RunInfo) -> None:
         stored = None
     if stored is not None:
         mine = _identity(json.loads(json.dumps(info.__dict__, default=str)))
-        diffs += [(f"run.json:{k}", v, mine[k]) for k, v in _identity(stored).items() if v != mine[k]]
+        diffs += [(f"run.json:{k}", v, mine[k]) for k, v in _identity(stored).items()
+                  if v not in ("", None, [], {}) and v != mine[k]]   # fields an older run.json lacks: not compared
     if diffs:
         shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:6])
         more = f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else ""
