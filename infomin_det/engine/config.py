@@ -165,6 +165,6 @@ def check_run_numbers(spec: TrainSpec) -> None:
     for name, value, low in (("seed", spec.seed, 0), ("num_processes", spec.num_processes, 1),
                              ("nodes", spec.nodes, 1), ("threads", spec.extra.get("threads", 0) or 0, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low or value > 2**31 - 1:
-            raise UserError(f"{name} {value!r} is out of range (a whole number from {low})",
+            raise UserError(f"{name} {value!r} is out of range (a whole number from {low} to {2**31 - 1})",
                             f"pass --{name.replace('_', '-')} with a value >= {low}"
                             + (" (Detectron2 would draw a random seed for a negative one)" if name == "seed" else ""))
