@@ -107,3 +107,29 @@ def test_kill_9_and_preemption_anywhere_then_resume_gives_the_uninterrupted_numb
     assert_same_as(reference, tmp_path / "run")
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["extra"]["resumed"] and info["extra"]["resumed_from_iter"] == 6
+
+
+def test_batches_are_a_function_of_the_iteration_whatever_the_loader_workers(tiny_coco, tmp_path):
+    """Batch k (images, flips and sizes) is the same from the start, resumed at k, and with 0 or 2
+    DataLoader workers -- the property the chains above rely on."""
+    from infomin_det.engine.config import build_config
+    from infomin_det.engine.loader import build_resumable_loader
+    from infomin_det.engine.spec import TrainSpec
+
+    (tj, ti), (vj, vi) = tiny_coco["train"], tiny_coco["val"]
+
+    def batches(workers, start, n):
+        spec = TrainSpec("coco/R50-FPN-1x", "", str(tmp_path), dataset=f"coco-json:{tj}:{ti}:{vj}:{vi}", seed=5,
+                         opts=tiny("DATALOADER.NUM_WORKERS", str(workers), "INPUT.MIN_SIZE_TRAIN", "(64, 96, 128)"))
+        cfg, _, _ = build_config(spec, world=1)
+        loader = build_resumable_loader(cfg)
+        loader.start = start
+        it = iter(loader)
+        return [[(d["image_id"], tuple(d["image"].shape), float(d["image"].float().sum())) for d in next(it)]
+                for _ in range(n)]
+
+    straight = batches(0, 0, 12)
+    assert batches(0, 7, 5) == straight[7:]
+    assert batches(2, 0, 12) == straight
+    assert batches(2, 7, 5) == straight[7:]
+    assert len({tuple(b) for b in straight}) > 6            # not the same batch over and over
