@@ -8,7 +8,8 @@ cached with the derived 500x375 q90 JPEGs under ``$XDG_CACHE_HOME/infomin-det/be
 The process is pinned to one core, torch uses one thread; methods are interleaved round-robin in
 every repeat so that machine load hits all of them alike. Reports medians over the repeats and the
 ratios to the torchvision baseline and to decode-only (medians of per-repeat paired ratios), and
-to the 45 samples/s PyContrast anchor (DESIGN.md §7, measured on the reference machine of this class).
+to the 45 samples/s PyContrast anchor (measured once on another machine of this class: not a
+same-run baseline, so that ratio is indicative only).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-ANCHOR = 45.0  # PyContrast InfoMin two-view samples/s per core (41 with jigsaw), DESIGN.md §7
+ANCHOR = 45.0  # PyContrast InfoMin two-view samples/s per core (41 with jigsaw), measured on another machine
 PACKAGE = "mate-backgrounds"
 
 
