@@ -11,6 +11,7 @@ current iteration, exit 75). Every run is the real ``infomin-det train`` in a su
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -35,7 +36,10 @@ def train(tiny_coco, out, fault=None):
     return subprocess.run([sys.executable, "-m", "infomin_det", "train", "--protocol", "coco/R50-FPN-1x",
                            "--weights", "none", "--dataset", f"coco-json:{tj}:{ti}:{vj}:{vi}", "--output-dir",
                            str(out), "--threads", "1", "--seed", "5", *OPTS],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600,
+                          # a background CI job inherits SIGINT ignored; Python then never raises
+                          # KeyboardInterrupt -- give the run the disposition of a terminal's process
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def eval_iterations(out):
