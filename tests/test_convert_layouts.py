@@ -12,7 +12,7 @@ import torchvision
 
 from infomin_det.cli import main as cli_main
 from infomin_det.convert import convert, read_d2_pkl
-from infomin_det.convert.load import sha256_file
+from infomin_det.filehash import sha256_file
 from infomin_det.convert.resnet_keys import d2_to_tv, expected_groups, expected_shapes, infer_arch, tv_to_d2
 from infomin_det.convert.synthetic import LAYOUT_NAMES, random_trunk, wrap
 from infomin_det.weights_meta import META_KEY, TORCHVISION, ResNetArch

@@ -14,7 +14,8 @@ import pytest
 
 from infomin_det.cli import main as cli
 from infomin_det.errors import UserError
-from infomin_det.launch import DistributedTask, ExecutorOptions, Registry, experiment_status, rendezvous_port, submit_tasks
+from infomin_det.dist import rendezvous_port
+from infomin_det.launch import DistributedTask, ExecutorOptions, Registry, experiment_status, submit_tasks
 from infomin_det.launch.gpus import check_device_request, parse_nvidia_smi, plan_local_gpus, visible_gpus
 from infomin_det.launch.registry import RunRecord
 from infomin_det.launch.selftest import ToySpec
@@ -402,10 +403,14 @@ def test_overrides_after_allow_mismatch_are_not_swallowed(dataset):
     [task] = submit_cli.build_tasks(args, threads=1)
     assert task.spec.opts == ("SOLVER.MAX_ITER", "100") and task.spec.allow_mismatch == ("MODEL.PIXEL_STD",)
     args = parser.parse_args(["--experiment", "e", "--protocol", "coco/R50-FPN-1x", "--weights", "random",
-                              "--seeds", "0", "1", "--", "SOLVER.MAX_ITER", "100", "MODEL.DEVICE", "cpu"])
+                              "--seeds", "0", "1", "--device", "cpu", "--", "SOLVER.MAX_ITER", "100"])
     tasks = submit_cli.build_tasks(args, threads=1)
     assert [t.spec.seed for t in tasks] == [0, 1] and all(t.spec.device == "cpu" for t in tasks)
-    assert tasks[0].spec.opts == ("SOLVER.MAX_ITER", "100", "MODEL.DEVICE", "cpu")
+    assert tasks[0].spec.opts == ("SOLVER.MAX_ITER", "100")
+    args = parser.parse_args(["--experiment", "e", "--protocol", "coco/R50-FPN-1x", "--weights", "random",
+                              "--", "MODEL.DEVICE", "cpu"])
+    with pytest.raises(UserError, match="use --device"):       # one way to set the device, as in train
+        submit_cli.build_tasks(args, threads=1)
 
 
 def test_identical_checks_run_once_per_sweep(dataset):

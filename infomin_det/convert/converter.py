@@ -23,7 +23,8 @@ from infomin_det.convert.coverage import Coverage
 from infomin_det.convert.d2pkl import write_d2_pkl
 from infomin_det.convert.files import check_output, check_space, show
 from infomin_det.convert.layouts import Candidate, from_override, resolve, select
-from infomin_det.convert.load import check_source, load_checkpoint, sha256_file
+from infomin_det.convert.load import check_source, load_checkpoint
+from infomin_det.filehash import sha256_file
 from infomin_det.convert.resnet_keys import BN_COUNTER, expected_groups, infer_arch, tv_to_d2
 from infomin_det.convert.values import COUNTER, check_tensors, role_of
 from infomin_det.errors import UserError

@@ -9,7 +9,6 @@ Every failure is a :class:`~infomin_det.errors.UserError` with a one-line cause 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import zipfile
@@ -21,15 +20,6 @@ from infomin_det.errors import UserError
 from infomin_det.untrusted import torch_load
 
 _FIX_COPY = "copy or download the checkpoint again and compare its sha256"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_source(path: str | os.PathLike) -> Path:

@@ -237,7 +237,8 @@ def verify(pkl: str | Path, source: str | Path | None = None, *, trust_pickle: b
     meta_mismatches: list[str] = []
     if source is not None:
         from infomin_det.convert.converter import extract
-        from infomin_det.convert.load import check_source, load_checkpoint, sha256_file
+        from infomin_det.convert.load import check_source, load_checkpoint
+        from infomin_det.filehash import sha256_file
 
         source = check_source(source)
         sha = sha256_file(source)

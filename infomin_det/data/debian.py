@@ -29,6 +29,7 @@ from pathlib import Path
 
 from infomin_det.atomic import file_lock, write_text_atomic
 from infomin_det.errors import UserError
+from infomin_det.filehash import sha256_file
 
 MANIFEST = "manifest.json"
 
@@ -78,14 +79,6 @@ class Package:
         d["root"] = str(self.root)
         d["licences"] = list(self.licences)
         return d
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def licences_of(copyright_file: Path) -> tuple[str, ...]:
@@ -191,7 +184,7 @@ def fetch(name: str, progress: bool = True) -> Package:
                 "name": name,
                 "version": version,
                 "deb_file": deb.name,
-                "deb_sha256": _sha256(deb),
+                "deb_sha256": sha256_file(deb),
                 "licences": list(licences_of(tmp / "root" / copyright_rel)),
                 "copyright": copyright_rel,
                 "source": "hand-copied .deb" if hand_copied else "apt-get download",

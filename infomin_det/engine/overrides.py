@@ -18,15 +18,9 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from yacs.config import CfgNode
 
+from infomin_det.engine.spec import TOOLKIT_KEYS
 from infomin_det.errors import UserError
 
-#: keys the toolkit sets from its own options; an override would be overwritten or contradict them
-TOOLKIT_KEYS: Mapping[str, str] = {
-    "OUTPUT_DIR": "--output-dir (or --root/--experiment)",
-    "SEED": "--seed",
-    "MODEL.DEVICE": "--device",
-    "MODEL.WEIGHTS": "--weights",
-}
 #: keys set from a ``--dataset coco-json:...`` set (its registered splits); the class count and mask
 #: format it sets may be overridden only consistently (checked by ``config.register_dataset``)
 DATASET_KEYS: Mapping[str, str] = {

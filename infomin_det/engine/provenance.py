@@ -8,29 +8,13 @@ paper's numbers only then.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import infomin_det
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file (cached per process by path, size and mtime)."""
-    st = os.stat(path)
-    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+from infomin_det.filehash import sha256_file
 
 
 def git_commit() -> str:
@@ -70,7 +54,7 @@ def dataset_record(cfg: Any, leaf_cfg: Any, coco_json: str) -> dict[str, Any]:
         for role, path in (("train_json", tj), ("train_images", ti), ("val_json", vj), ("val_images", vi)):
             files[role] = {"path": str(Path(path).resolve())}
             if role.endswith("json"):
-                files[role]["sha256"] = file_sha256(path)
+                files[role]["sha256"] = sha256_file(path)
         ident = f"coco-json:{Path(vj).name}@{files['val_json']['sha256'][:8]}"
         paper = False
         from infomin_det.engine.dataset_check import check_dataset

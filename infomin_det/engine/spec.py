@@ -9,6 +9,16 @@ No detectron2 import here (the launcher and report import this module).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
+
+
+#: keys the toolkit sets from its own options; an override would be overwritten or contradict them
+TOOLKIT_KEYS: Mapping[str, str] = {
+    "OUTPUT_DIR": "--output-dir (or --root/--experiment)",
+    "SEED": "--seed",
+    "MODEL.DEVICE": "--device",
+    "MODEL.WEIGHTS": "--weights",
+}
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from infomin_det.engine.hooks import FINAL_RESULTS, EvaluateAndRecord, Preemptio
 from infomin_det.engine.loader import KeyedLoader, build_resumable_loader
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError
+from infomin_det.filehash import sha256_file
 from infomin_det.protocols import get_protocol
 from infomin_det.rundir import RunInfo
 
@@ -214,7 +215,7 @@ def check_same_run(out: Path, cfg_dump: str, info: RunInfo) -> None:
 
 def _run_info(spec: TrainSpec, cfg, family: str, meta, world: int, resumed: bool, start_iter: int) -> RunInfo:
     weights = cfg.MODEL.WEIGHTS
-    sha = provenance.file_sha256(weights) if weights and Path(weights).is_file() else ""
+    sha = sha256_file(weights) if weights and Path(weights).is_file() else ""
     dump = cfg.dump()
     return RunInfo(spec.experiment, spec.protocol, family, spec.weights_name or _weights_name(spec.weights),
                    spec.weights, spec.seed, ",".join(get_protocol(spec.protocol).panels), list(sys.argv),

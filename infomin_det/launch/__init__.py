@@ -17,9 +17,9 @@ from infomin_det.launch.options import ExecutorOptions, check_against_slurm, res
 from infomin_det.launch.registry import Registry, RunRecord
 from infomin_det.launch.status import RunStatus, experiment_status
 from infomin_det.launch.submit import Submitted, submit_tasks
-from infomin_det.launch.task import DistributedTask, rendezvous_port
+from infomin_det.launch.task import DistributedTask
 
 __all__ = [
     "DistributedTask", "ExecutorOptions", "Registry", "RunRecord", "RunStatus", "Submitted",
-    "check_against_slurm", "experiment_status", "rendezvous_port", "resolve_cluster", "submit_tasks",
+    "check_against_slurm", "experiment_status", "resolve_cluster", "submit_tasks",
 ]

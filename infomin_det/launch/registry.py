@@ -14,9 +14,7 @@ its place) is a :class:`~infomin_det.errors.UserError` naming it, never a traceb
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,15 +85,6 @@ def spec_fields(spec: Any) -> dict[str, Any]:
         return {"repr": repr(spec)}
     d = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "extra"}
     return json.loads(json.dumps(d, default=str))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (an input a run depends on, e.g. its weights)."""
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _record(key: Any, value: Any, path: Path) -> RunRecord:

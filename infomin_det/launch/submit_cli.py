@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from infomin_det.dist import DEVICES
+from infomin_det.engine.spec import TOOLKIT_KEYS
 from infomin_det.errors import UserError
 from infomin_det.launch.options import CLUSTERS, GPU_MEM_GB, GPU_TASK_CPUS, INT_MAX, ExecutorOptions
-from infomin_det.launch.registry import file_sha256
+from infomin_det.filehash import sha256_file
 from infomin_det.launch.submit import submit_tasks
 from infomin_det.launch.task import DistributedTask
 
@@ -36,7 +37,8 @@ URL_SCHEMES = ("detectron2://", "catalog://", "http://", "https://")
 CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*")      # SEED, SOLVER.MAX_ITER
 DOTTED_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")      # an override swallowed by --weights / --seeds
 # overrides that would contradict what the run directory / registry says the run is
-OWNED_KEYS = {"OUTPUT_DIR": "--root / --experiment", "SEED": "--seeds", "MODEL.WEIGHTS": "--weights NAME=PATH"}
+# submit's flags for keys train refuses as overrides (engine.spec.TOOLKIT_KEYS owns the list)
+_SUBMIT_FLAGS = {"OUTPUT_DIR": "--root / --experiment", "SEED": "--seeds", "MODEL.WEIGHTS": "--weights NAME=PATH"}
 
 _HELP = {
     "partition": "SLURM partition", "nodes": "machines per run (multi-node DDP)",
@@ -174,7 +176,9 @@ def parse_weights(items: list[str]) -> list[tuple[str, str]]:
 
 
 def parse_overrides(words: Sequence[str], device: str) -> tuple[tuple[str, ...], str]:
-    """(the ``KEY VALUE`` overrides, the device): keys checked; ``MODEL.DEVICE`` sets the device."""
+    """(the ``KEY VALUE`` overrides, the device): keys checked; the device is ``--device`` (an
+    ``MODEL.DEVICE`` override is refused, as ``train`` refuses it: one way to set it)."""
+    owned = {k: _SUBMIT_FLAGS.get(k, flag) for k, flag in TOOLKIT_KEYS.items()}
     opts = tuple(words[1:] if words[:1] == ["--"] else words)
     if len(opts) % 2:
         raise UserError(f"overrides must be KEY VALUE pairs, got {len(opts)} words: {' '.join(opts)[:120]}",
@@ -186,14 +190,9 @@ def parse_overrides(words: Sequence[str], device: str) -> tuple[tuple[str, ...],
                             "put every --option before '--' and the KEY VALUE overrides after it")
         if not CONFIG_KEY.fullmatch(key):
             raise UserError(f"override key {key!r} is not a Detectron2 config key", "keys look like SOLVER.MAX_ITER")
-        if key in OWNED_KEYS:
+        if key in owned:
             raise UserError(f"override {key} would contradict the run's directory and record",
-                            f"use {OWNED_KEYS[key]} instead")
-        if key == "MODEL.DEVICE":
-            if value not in ("cpu", "cuda") or (device != "auto" and device != value):
-                raise UserError(f"override MODEL.DEVICE {value} disagrees with --device {device}",
-                                "use --device cpu | cuda (one GPU per process: --gpus-per-node)")
-            device = value
+                            f"use {owned[key]} instead")
     dup = next((k for k in keys if keys.count(k) > 1), None)
     if dup:
         raise UserError(f"override {dup} is given more than once", "give each key once")
@@ -219,7 +218,7 @@ def run_inputs(specs: Sequence[Any]) -> list[dict[str, str]]:
         if spec.weights and "://" not in spec.weights:
             if spec.weights not in digests:
                 try:
-                    digests[spec.weights] = file_sha256(spec.weights)
+                    digests[spec.weights] = sha256_file(spec.weights)
                 except OSError as e:
                     raise UserError(f"cannot read weights file {spec.weights}: {e.strerror}", "check the file") from None
             facts["weights_sha256"] = digests[spec.weights]

@@ -33,7 +33,6 @@ from typing import Any, Callable
 
 from infomin_det import dist as _dist
 from infomin_det.atomic import write_text_atomic
-from infomin_det.dist import rendezvous_port  # noqa: F401  (re-exported)
 from infomin_det.errors import UserError
 from infomin_det.preempt import Preempted  # noqa: F401  (re-exported: workers raise it)
 
