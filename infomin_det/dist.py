@@ -71,6 +71,25 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def check_local_processes(processes: object, device: str, n_cuda: int, n_cpu: int, flag: str = "--processes") -> None:
+    """Refuse ``processes`` processes on this machine for a run on ``device`` (resolved: cuda | cpu):
+    at least 1, at most one per visible GPU on CUDA (two ranks would share a GPU), one per core on CPU."""
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise UserError(f"{flag} {processes!r} must be an integer >= 1", f"pass {flag} N with N >= 1")
+    if device == "cuda" and processes > n_cuda:
+        raise UserError(f"{flag} {processes} but {n_cuda} CUDA device(s) are visible: "
+                        "two processes would share one GPU",
+                        f"use {flag} {n_cuda} (one per GPU), or --device cpu for gloo processes on the CPU")
+    if device == "cpu" and processes > n_cpu:
+        raise UserError(f"{flag} {processes} on the CPU but this machine has {n_cpu} cores",
+                        f"use {flag} {n_cpu} or fewer")
+
+
 def backend_for(device: str) -> str:
     """The process-group backend of a run on ``device`` (``cuda`` | ``cpu``)."""
     return "nccl" if device == "cuda" else "gloo"

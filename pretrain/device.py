@@ -1,12 +1,11 @@
 """Where a pretraining / evaluation process runs: its device, the local process count, autocast.
 
 Device, backend and GPU-per-rank rules are the project's (:mod:`infomin_det.dist`: ``auto`` is CUDA
-iff a GPU is visible, NCCL only for CUDA runs, rank -> GPU ``local_rank % visible``); this module
+iff a GPU is visible, NCCL only for CUDA runs, rank -> GPU ``local_rank % visible``, local process
+counts: ``check_local_processes``, ``cores``); this module
 adds what pretraining decides on top, as pure functions of their arguments (so the CUDA branches
 are tested on machines without a GPU):
 
-* :func:`check_local_processes` -- ``--processes N`` on this machine: N >= 1, at most one process
-  per visible GPU on CUDA (two ranks would share a GPU), at most one per core on CPU;
 * :func:`cuda_setup` -- the GPU of this process and whether ``cudnn.benchmark`` is turned on
   (CUDA: yes -- input sizes are fixed, the fastest convolution algorithms are picked once);
 * :func:`select` -- applies both to this process and returns its ``torch.device``.
@@ -23,19 +22,6 @@ from infomin_det.errors import UserError
 
 DEVICES = project_dist.DEVICES
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def check_local_processes(processes: object, device: str, n_cuda: int, n_cpu: int) -> None:
-    """Refuse ``processes`` local processes of a run on ``device`` (resolved: cuda | cpu)."""
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise UserError(f"--processes {processes!r} must be an integer >= 1", "pass --processes N with N >= 1")
-    if device == "cuda" and processes > n_cuda:
-        raise UserError(f"--processes {processes} but {n_cuda} CUDA device(s) are visible: "
-                        "two processes would share one GPU",
-                        f"use --processes {n_cuda} (one per GPU), or --device cpu for gloo processes on the CPU")
-    if device == "cpu" and processes > n_cpu:
-        raise UserError(f"--processes {processes} on the CPU but this machine has {n_cpu} cores",
-                        f"use --processes {n_cpu} or fewer")
 
 
 def cuda_setup(device: str, local_rank: int, n_cuda: int) -> tuple[int | None, bool]:
@@ -63,8 +49,3 @@ def amp_dtype(amp: str) -> torch.dtype | None:
     if amp not in AMP_DTYPES:
         raise UserError(f"--amp {amp!r} is not one of {', '.join(AMP_DTYPES)}", "use none, bf16 or fp16")
     return AMP_DTYPES[amp]
-
-
-def cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

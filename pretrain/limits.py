@@ -57,7 +57,7 @@ def workers(value: object) -> None:
 
 def threads(value: object, local: bool) -> None:
     """Torch threads per process; on this machine (``local``) at most its CPU count."""
-    from pretrain.device import cores
+    from infomin_det.dist import cores
 
     n = cores()
     integer("threads", value, 1, n if local else None,

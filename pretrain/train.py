@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -360,11 +359,10 @@ def run_local(spec: PretrainSpec, processes: int, threads: int = 1) -> dict[str,
     several through the launcher's own local path (:func:`infomin_det.launch.task.run_local`: the
     same rendezvous, device-before-NCCL and backend rules as a SLURM job; one process per GPU on
     CUDA). Everything is checked first; a UserError in any process is raised here."""
-    from infomin_det.dist import resolve_device
+    from infomin_det.dist import check_local_processes, cores, resolve_device
 
     device = resolve_device(spec.device)
-    devices.check_local_processes(processes, device, torch.cuda.device_count() if device == "cuda" else 0,
-                                  devices.cores())
+    check_local_processes(processes, device, torch.cuda.device_count() if device == "cuda" else 0, cores())
     limits.threads(threads, local=True)
     if processes == 1:
         return pretrain_worker(spec)

@@ -31,14 +31,16 @@ def images(tmp_path_factory) -> Path:
 # device decisions (pure)
 
 def test_local_process_count_against_visible_gpus_and_cores():
-    devices.check_local_processes(2, "cuda", 2, 16)
+    from infomin_det.dist import check_local_processes
+
+    check_local_processes(2, "cuda", 2, 16)
     with pytest.raises(UserError, match="share one GPU"):
-        devices.check_local_processes(3, "cuda", 2, 16)   # two ranks would land on one GPU
+        check_local_processes(3, "cuda", 2, 16)   # two ranks would land on one GPU
     with pytest.raises(UserError, match="cores"):
-        devices.check_local_processes(3, "cpu", 0, 2)
+        check_local_processes(3, "cpu", 0, 2)
     for bad in (0, -1, True, 1.5):
         with pytest.raises(UserError, match="--processes"):
-            devices.check_local_processes(bad, "cpu", 0, 2)
+            check_local_processes(bad, "cpu", 0, 2)
 
 
 def test_each_local_rank_drives_its_own_gpu_with_cudnn_benchmark():

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from infomin_det.dist import DEVICES
+from infomin_det.dist import DEVICES, check_local_processes, cores, resolve_device
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.rundir import run_dir
 
@@ -60,6 +60,12 @@ def main(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     check_spec(spec)
+    if spec.num_processes > 1:
+        import torch
+
+        device = resolve_device(spec.device)
+        check_local_processes(spec.num_processes, device, torch.cuda.device_count() if device == "cuda" else 0,
+                              cores(), flag="--num-processes")
     out = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):   # logs and pycocotools' prints: stdout is for the results
         results = _run(spec, args)
@@ -75,7 +81,7 @@ def _run(spec: TrainSpec, args: argparse.Namespace) -> dict | None:
     try:
         if spec.num_processes > 1:
             threads = args.threads or 0
-            task = DistributedTask(TRAIN_WORKER, spec, threads=threads or max(1, _cores() // spec.num_processes),
+            task = DistributedTask(TRAIN_WORKER, spec, threads=threads or max(1, cores() // spec.num_processes),
                                    label=f"{spec.protocol}/{spec.weights_name}/seed{spec.seed}")
             results = run_local(task, spec.num_processes)
         else:
@@ -88,7 +94,3 @@ def _run(spec: TrainSpec, args: argparse.Namespace) -> dict | None:
     return results
 
 
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
