@@ -21,10 +21,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "protocols": ("infomin_det.protocols.cli", "list the paper's transfer protocols"),
     "train": ("infomin_det.engine.cli", "fine-tune a detector under a protocol (local, 1..N processes)"),
     "submit": ("infomin_det.launch.submit_cli", "submit protocols x weights x seeds as one job array"),
+    "reproduce": ("infomin_det.launch.reproduce_cli", "plan (--dry-run) and submit every run of one paper table"),
     "status": ("infomin_det.launch.status_cli", "show pending/running/done/failed runs of an experiment"),
     "report": ("infomin_det.report.cli", "AP tables over runs, with gaps to a baseline"),
     "pretrain": ("pretrain.cli", "pretrain an InfoMin backbone (MoCo v2 + JigSaw)"),
     "sweep": ("pretrain.views.sweep_cli", "vary one view parameter: pretrain + linear-evaluate, plot I_NCE vs accuracy"),
+    "doctor": ("infomin_det.doctor", "check this machine: torch, CUDA, NCCL, GPUs, Detectron2 ops, datasets, SLURM"),
     "demo": ("infomin_det.demo.cli", "end-to-end demo on CPU: pretrain, convert, fine-tune, report"),
 }
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -76,18 +77,28 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+CPU_OVERSUBSCRIPTION = 4
+
+
 def check_local_processes(processes: object, device: str, n_cuda: int, n_cpu: int, flag: str = "--processes") -> None:
     """Refuse ``processes`` processes on this machine for a run on ``device`` (resolved: cuda | cpu):
-    at least 1, at most one per visible GPU on CUDA (two ranks would share a GPU), one per core on CPU."""
+    at least 1, at most one per visible GPU on CUDA (two ranks would share a GPU). On CPU, gloo ranks
+    stand in for GPUs (8 ranks reproduce an 8-GPU run's batch split on a laptop): more than the cores
+    run, slowly, with a warning on stderr; more than ``CPU_OVERSUBSCRIPTION`` x the cores (at least 8)
+    are refused."""
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise UserError(f"{flag} {processes!r} must be an integer >= 1", f"pass {flag} N with N >= 1")
     if device == "cuda" and processes > n_cuda:
         raise UserError(f"{flag} {processes} but {n_cuda} CUDA device(s) are visible: "
                         "two processes would share one GPU",
                         f"use {flag} {n_cuda} (one per GPU), or --device cpu for gloo processes on the CPU")
+    limit = max(8, CPU_OVERSUBSCRIPTION * n_cpu)
+    if device == "cpu" and processes > limit:
+        raise UserError(f"{flag} {processes} on the CPU of a machine with {n_cpu} cores (at most {limit} here)",
+                        f"use {flag} {n_cpu} or fewer (up to {limit} to mimic a multi-GPU run, slowly)")
     if device == "cpu" and processes > n_cpu:
-        raise UserError(f"{flag} {processes} on the CPU but this machine has {n_cpu} cores",
-                        f"use {flag} {n_cpu} or fewer")
+        print(f"warning: {flag} {processes} on {n_cpu} cores: the processes share them (1 thread each); "
+              "the run is correct but slow", file=sys.stderr)
 
 
 def backend_for(device: str) -> str:

@@ -23,6 +23,7 @@ from infomin_det.errors import UserError
 
 RUN_JSON = "run.json"
 FINAL_RESULTS = "final_results.json"       # the final evaluation's results (the trainer writes it)
+CUSTOM_PREFIX = "custom-"    # the variant of a run trained from a user's config file: custom-<file stem>
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -58,6 +59,11 @@ class RunInfo:
         d = json.loads((Path(out_dir) / RUN_JSON).read_text())
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def custom_variant(config_file: str) -> str:
+    """The row suffix of runs trained from the user's ``config_file`` (``my.yaml`` -> ``custom-my``)."""
+    return check_name("config file", CUSTOM_PREFIX + Path(config_file).stem)
 
 
 def check_name(kind: str, name: str) -> str:

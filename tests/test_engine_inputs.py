@@ -442,6 +442,7 @@ CLI_CASES = [  # (extra argv, with the good dataset?, pattern in stderr)
     (["SOLVER.MAX_ITER", "2", "--seed", "3"], True, r"option '--seed' comes after"),
     (["SOLVER.MAX_ITER"], True, r"must be KEY VALUE pairs, but 1 item was given"),
     (["--", "OUTPUT_DIR", "x"], True, r"override OUTPUT_DIR is set by the toolkit"),
+    (["SOLVER.AMP.ENABLED", "True"], True, r"SOLVER\.AMP\.ENABLED is true but the run is on the CPU"),
     ([], False, r"dataset coco_2017_train: .*instances_train2017\.json \(file\) does not exist"),
 ]
 

@@ -73,6 +73,19 @@ def test_unknown_option_is_refused_with_the_nearest_name():
     ({"comment": "it's"}, "slurm", "comment"),
     ({"comment": "a\tb"}, "slurm", "comment"),
     ({"tasks_per_node": 10_000}, "local", "local processes"),
+    ({"slurm_extra": ("time=10",)}, "slurm", "--timeout-min"),              # owned: one way to set it
+    ({"slurm_extra": ("gres=gpu:8",)}, "slurm", "--gpus-per-node"),
+    ({"slurm_extra": ("reservation",)}, "slurm", "KEY=VALUE"),
+    ({"slurm_extra": ("--reservation=x",)}, "slurm", "KEY=VALUE"),
+    ({"slurm_extra": ("reservation=a b",)}, "slurm", "KEY=VALUE"),
+    ({"slurm_extra": ("reservation=x", "reservation=y")}, "slurm", "more than once"),
+    ({"slurm_extra": ["mail-type=END"]}, "local", "SLURM job option"),
+    ({"setup": ("module load cuda\nrm -rf /",)}, "slurm", "one shell line"),
+    ({"setup": ("  ",)}, "slurm", "one shell line"),
+    ({"setup": "module load cuda"}, "slurm", "list of strings"),
+    ({"setup": ("true",)}, "debug", "SLURM job option"),
+    ({"job_name": "my job"}, "slurm", "plain name"),
+    ({"job_name": "x"}, "local", "SLURM job option"),
 ])
 def test_inconsistent_options_are_refused(values, cluster, words):
     with pytest.raises(UserError) as e:

@@ -30,14 +30,20 @@ def images(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------
 # device decisions (pure)
 
-def test_local_process_count_against_visible_gpus_and_cores():
+def test_local_process_count_against_visible_gpus_and_cores(capsys):
     from infomin_det.dist import check_local_processes
 
     check_local_processes(2, "cuda", 2, 16)
     with pytest.raises(UserError, match="share one GPU"):
         check_local_processes(3, "cuda", 2, 16)   # two ranks would land on one GPU
-    with pytest.raises(UserError, match="cores"):
-        check_local_processes(3, "cpu", 0, 2)
+    check_local_processes(2, "cpu", 0, 2)
+    assert capsys.readouterr().err == ""
+    check_local_processes(8, "cpu", 0, 2)        # gloo ranks standing in for 8 GPUs: slow, said so
+    assert "warning: --processes 8 on 2 cores" in capsys.readouterr().err
+    with pytest.raises(UserError, match="at most 8 here"):
+        check_local_processes(9, "cpu", 0, 2)
+    with pytest.raises(UserError, match="at most 64 here"):
+        check_local_processes(10_000, "cpu", 0, 16)
     for bad in (0, -1, True, 1.5):
         with pytest.raises(UserError, match="--processes"):
             check_local_processes(bad, "cpu", 0, 2)

@@ -196,7 +196,7 @@ def test_cli_over_real_runs_and_config_fallback(d2_runs, tmp_path):
     (table,) = json.loads(proc.stdout)["tables"]
     # depth 18 and 4 iterations are not the protocol: said in the table, never the paper's numbers
     assert table["protocol"] == "coco/R50-FPN-1x" and table["rows"][0]["seeds"] == [0, 1]
-    assert table["modified"] == ["RESNETS.DEPTH=18 (protocol: 50)", "SOLVER.MAX_ITER=4 (protocol: 90000)"]
+    assert table["modified"] == ["RESNETS.DEPTH=18 (protocol: 50)", "SOLVER.MAX_ITER=4 at batch 2 (protocol: 90000 at batch 16)"]
     assert table["dataset"] == "report_tiny_train -> report_tiny_val" and table["paper_dataset"] is False
     proc = subprocess.run([sys.executable, "-m", "infomin_det", "report", str(root / "exp"), "--baseline",
                            "paper:supervised"], capture_output=True, text=True)

@@ -220,6 +220,22 @@ def ds(tiny_coco):
     return f"coco-json:{tj}:{ti}:{vj}:{vi}"
 
 
+def test_setup_lines_job_name_and_extra_sbatch_options_reach_the_job(slurm_cluster, tmp_path):
+    exp, marker = tmp_path / "e", tmp_path / "setup ran"
+    opts = ExecutorOptions(timeout_min=5, signal_delay_s=30, job_name="t3a-check", setup=(f"touch '{marker}'",),
+                           slurm_extra=("mail-type=NONE",))
+    [sub] = submit_tasks([toy(exp / "toy/seed0", max_iter=2)], exp, opts, cluster="slurm")
+    wait_for(exp, lambda st: st["toy/seed0"].state == "done")
+    assert marker.exists()                                          # the setup line ran in the job
+    script = next((exp / "launch/submitit").rglob(f"{sub.job_id}_submission.sh")).read_text()
+    assert "#SBATCH --job-name=t3a-check" in script and "#SBATCH --mail-type=NONE" in script
+    # an extra option is asked of the scheduler too (sbatch --test-only) before anything is queued
+    with pytest.raises(UserError, match="SLURM refuses the job request"):
+        submit_tasks([toy(tmp_path / "f/toy/seed0", max_iter=2)], tmp_path / "f",
+                     ExecutorOptions(timeout_min=5, signal_delay_s=30, slurm_extra=("reservation=nope",)), cluster="slurm")
+    assert not (tmp_path / "f").exists()
+
+
 @pytest.mark.parametrize("flags, words", [
     (["--device", "cpu", "--partition", "no-such-partition"], "invalid partition"),
     (["--gpus-per-node", "1"], "gres"),

@@ -12,6 +12,11 @@ Steps (each the real CLI in a subprocess; tiny generated data, nothing downloade
   preempt          SIGUSR2 in iteration 5 (``INFOMIN_DET_FAULT``): exit 75, checkpoint of iteration 5;
                    the same command resumes at 6 and finishes
   pretrain         ``pretrain --device cuda`` (R-18, 64 px, 20 steps, JigSaw), then ``--linear-eval``
+  speed-fp32/amp   the R50-FPN protocol at full width and COCO-like size (800 px short side, 2 images,
+                   SyncBN/NCCL when 2 GPUs, else BN on one) for ``--speed-iters`` iterations (300),
+                   AMP off and on: s/iter (median of Detectron2's ``time``), peak memory (``max_mem``)
+                   and whether the loss falls; the figures go in docs/train.md. CPU dry run: 3
+                   iterations at 320 px, AMP off only (AMP needs CUDA).
 Writes ``<out>/gpu_check.json``: per step the exit status, seconds, and the facts checked; exit 0
 iff every step passed.
 """
@@ -46,10 +51,53 @@ def cli(*args: str, env: dict | None = None, timeout: int = 540) -> dict:
     return out
 
 
+def speed(a, out: Path, ds_small: str, record, two_cuda: bool) -> None:
+    """The protocol as it runs (no width reduction) at COCO-like image size: s/iter, memory, loss."""
+    import re
+    import statistics
+
+    from infomin_det.data.tiny_coco import write_tiny_coco
+
+    cuda = a.device == "cuda"
+    iters = a.speed_iters or (300 if cuda else 3)
+    size = 640 if cuda else 320
+    tr = write_tiny_coco(out / "data_big", 32, size, seed=2, name="train")
+    va = write_tiny_coco(out / "data_big", 4, size, seed=3, name="val")
+    ds = f"coco-json:{tr[0]}:{tr[1]}:{va[0]}:{va[1]}"
+    procs = 2 if two_cuda else 1
+    over = ["SOLVER.IMS_PER_BATCH", str(2 * procs), "SOLVER.REFERENCE_WORLD_SIZE", "0", "SOLVER.MAX_ITER", str(iters),
+            "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", str(min(100, iters // 3)), "SOLVER.CHECKPOINT_PERIOD", "100000",
+            "TEST.PRECISE_BN.NUM_ITER", "2", "DATALOADER.NUM_WORKERS", "4" if cuda else "0"]
+    if not cuda:
+        over += ["INPUT.MIN_SIZE_TRAIN", "(320,)", "INPUT.MAX_SIZE_TRAIN", "480", "INPUT.MIN_SIZE_TEST", "320",
+                 "INPUT.MAX_SIZE_TEST", "480"]
+    for amp in ((False, True) if cuda else (False,)):
+        run = out / f"speed_{'amp' if amp else 'fp32'}"
+        r = cli("train", "--protocol", "coco/R50-FPN-1x", "--weights", "none", "--variant", "rgb", "--dataset", ds,
+                "--output-dir", str(run), "--device", a.device, "--num-processes", str(procs), "--",
+                *over, "SOLVER.AMP.ENABLED", str(amp), timeout=590)
+        recs = []
+        if (run / "metrics.json").exists():
+            recs = [json.loads(l) for l in (run / "metrics.json").read_text().splitlines() if l.strip()]
+        train = [x for x in recs if "total_loss" in x]
+        times = [x["time"] for x in train if "time" in x]
+        log = (run / "log.txt").read_text() if (run / "log.txt").exists() else ""
+        mem = [int(m) for m in re.findall(r"max_mem: (\d+)M", log)]
+        k = max(1, len(train) // 5)
+        first, last = ([statistics.fmean(x["total_loss"] for x in train[:k]),
+                        statistics.fmean(x["total_loss"] for x in train[-k:])] if train else [None, None])
+        record(f"speed-{'amp' if amp else 'fp32'}", r, iterations=iters, processes=procs, image_px=size,
+               s_per_iter_median=round(statistics.median(times), 4) if times else None,
+               s_per_iter_min_max=[round(min(times), 4), round(max(times), 4)] if times else None,
+               peak_mem_mb=max(mem) if mem else None, loss_first_last=[first, last],
+               ok_loss_falls=(first is not None and last < first) if cuda else bool(train))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--speed-iters", type=int, default=0, help="iterations of the speed steps (default 300; CPU 3)")
     a = ap.parse_args()
     import torch
 
@@ -111,6 +159,7 @@ def main() -> int:
         r = cli("pretrain", str(imgs), "--linear-eval", str(ckpts[-1]), "--val", str(imgs), "--device", a.device,
                 "--linear-epochs", "2", "--batch-size", "8", "--image-size", "64", "--workers", "2", "--json")
         record("linear-eval", r)
+    speed(a, out, ds, record, two_cuda)
     (out / "gpu_check.json").write_text(json.dumps(summary, indent=2))
     ok = all(s["passed"] for s in steps.values())
     print(f"{'all passed' if ok else 'FAILED'}: {out / 'gpu_check.json'}")

@@ -33,7 +33,8 @@ def spec_from_d2_args(args) -> TrainSpec:
         rel = leaf.relative_to(ROOT)
     except ValueError:
         raise UserError(f"{args.config_file} is not a leaf under {ROOT}",
-                        "pass one of the files `infomin-det protocols --json` lists") from None
+                        "pass one of the files `infomin-det protocols --json` lists, or train your own config as "
+                        "a custom variant: infomin-det train --protocol P --config-file FILE") from None
     if args.num_machines != 1:
         raise UserError(f"--num-machines {args.num_machines}: this entry point runs on one machine",
                         "use `infomin-det submit --nodes N` for multi-node runs")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--family", choices=("ssl", "supervised", "random"), default=None,
                         help="override the family chosen from the weights' metadata")
     parser.add_argument("--variant", default="", help="a named variant of the protocol leaf (default: the authors')")
+    parser.add_argument("--config-file", default="", metavar="FILE.yaml",
+                        help="your Detectron2 YAML instead of the protocol's leaf (e.g. _BASE_: a leaf, plus your "
+                             "changes): a custom variant of --protocol, row <weights>+custom-<stem>, never the paper's")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when visible, else CPU; cuda: refuse to run without a GPU; cpu")
     parser.add_argument("--dataset", default="", help="coco-json:<train.json>:<train_images>:<val.json>:<val_images>")
@@ -47,12 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> TrainSpec:
     name = args.weights_name or (Path(args.weights).stem if args.weights not in ("", "none") else "random")
-    out = args.output_dir or str(run_dir(args.root, args.experiment, args.protocol, name, args.seed, args.variant))
     opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
-    return TrainSpec(args.protocol, args.weights, out, weights_name=name, seed=args.seed, experiment=args.experiment,
+    spec = TrainSpec(args.protocol, args.weights, "", weights_name=name, seed=args.seed, experiment=args.experiment,
                      opts=tuple(opts), dataset=args.dataset, allow_mismatch=tuple(args.allow_mismatch),
                      eval_only=args.eval_only, num_processes=args.num_processes, family=args.family or "",
-                     variant=args.variant, device=args.device, extra={"threads": args.threads})
+                     variant=args.variant, device=args.device,
+                     config_file=str(Path(args.config_file).resolve()) if args.config_file else "",
+                     extra={"threads": args.threads})
+    out = args.output_dir or str(run_dir(args.root, args.experiment, args.protocol, name, args.seed, spec.row_variant))
+    return dataclasses.replace(spec, output_dir=out)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+from pathlib import Path
 from typing import Collection
 
 from detectron2.config import CfgNode, get_cfg
@@ -84,15 +85,30 @@ def check_standard_datasets(cfg: CfgNode) -> None:
             d = md["dirname"]
             needed += [(os.path.join(d, "ImageSets", "Main", f"{md['split']}.txt"), True),
                        (os.path.join(d, "Annotations"), False), (os.path.join(d, "JPEGImages"), False)]
+        fix = (f"set DETECTRON2_DATASETS to the folder holding Detectron2's layout ({_LAYOUT}), "
+               "or pass --dataset coco-json:...")
         for path, is_file in needed:
+            kind = "file" if is_file else "directory"
             if not (os.path.isfile(path) if is_file else os.path.isdir(path)):
-                raise UserError(f"dataset {name}: {os.path.abspath(path)} ({'file' if is_file else 'directory'}) "
-                                f"does not exist ({where})",
-                                f"set DETECTRON2_DATASETS to the folder holding Detectron2's layout ({_LAYOUT}), "
-                                "or pass --dataset coco-json:...")
+                raise UserError(f"dataset {name}: {os.path.abspath(path)} ({kind}) does not exist ({where})", fix)
+            if not is_file and path.endswith(("2017", "JPEGImages")) and _empty_dir(path):
+                raise UserError(f"dataset {name}: {os.path.abspath(path)} holds no images ({where})",
+                                "finish the download / extraction of the images, " + fix)
+            if is_file and path.endswith(".json") and os.path.getsize(path) == 0:
+                raise UserError(f"dataset {name}: {os.path.abspath(path)} is empty (0 bytes; a broken download?)",
+                                "download the annotations again, " + fix)
 
 
-def adapt_to_runtime(cfg: CfgNode, device: str, world: int) -> CfgNode:
+def _empty_dir(path: str) -> bool:
+    """Whether ``path`` has no entry at all (one ``scandir`` step, whatever its size)."""
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except OSError:
+        return True
+
+
+def adapt_to_runtime(cfg: CfgNode, device: str, world: int, eval_only: bool = False) -> CfgNode:
     """The run's device (``cuda`` | ``cpu``, already resolved: never a silent fallback); on CPU with
     several processes SyncBN -> naiveSyncBN (heads: naiveSyncBN_N, which accepts empty inputs), since
     torch's SyncBatchNorm refuses CPU tensors; then Detectron2's linear scaling from
@@ -101,12 +117,17 @@ def adapt_to_runtime(cfg: CfgNode, device: str, world: int) -> CfgNode:
     from detectron2.engine import DefaultTrainer
 
     cfg.MODEL.DEVICE = device
+    if device == "cpu" and cfg.SOLVER.AMP.ENABLED:
+        raise UserError("SOLVER.AMP.ENABLED is true but the run is on the CPU, where Detectron2's AMPTrainer "
+                        "would train in float32 without saying so", "drop SOLVER.AMP.ENABLED, or run on a GPU")
     if device == "cpu" and world > 1:
         for key in NORM_KEYS:
             if cfg_value(cfg, key) == "SyncBN":
                 head = "ROI_" in key
                 node, leaf = key.rsplit(".", 1)
                 cfg_value(cfg, node)[leaf] = "naiveSyncBN_N" if head else "naiveSyncBN"
+    if eval_only:   # the SOLVER (batch, LR, schedule) plays no part in an evaluation: kept as trained
+        return cfg
     ref, batch = cfg.SOLVER.REFERENCE_WORLD_SIZE, cfg.SOLVER.IMS_PER_BATCH
     if ref and ref != world:
         if batch % ref or (batch * world) % ref or ((batch * world) // ref) % world:
@@ -129,14 +150,54 @@ def leaf_config(protocol: str, family: str, variant: str = "") -> CfgNode:
     return cfg
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml")
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def custom_config(path: str) -> CfgNode:
+    """A user's Detectron2 YAML merged onto the defaults as data (``allow_unsafe=False``: no Python
+    objects; ``.py`` LazyConfigs, which run code, are refused); UserError naming what is wrong."""
+    import yaml
+
+    p = Path(path)
+    fix = "pass a Detectron2 YAML config (e.g. one with _BASE_ set to a leaf of `infomin-det protocols --json`)"
+    if not p.is_file():
+        raise UserError(f"--config-file {path} is not a file" + (" (it does not exist)" if not p.exists() else ""), fix)
+    if p.suffix.lower() not in CONFIG_SUFFIXES:
+        raise UserError(f"--config-file {path} is not a .yaml file (Python configs run code when loaded)", fix)
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"--config-file {path} is {p.stat().st_size} bytes, too large for a config", fix)
+    cfg = get_cfg()
+    try:
+        cfg.merge_from_file(str(p), allow_unsafe=False)
+    except yaml.YAMLError as e:
+        raise UserError(f"--config-file {path} is not plain YAML: {str(e).splitlines()[0][:160]}", fix) from None
+    except (OSError, RecursionError) as e:
+        raise UserError(f"--config-file {path}: {type(e).__name__}: {str(e)[:160]} (a _BASE_ it names?)",
+                        "check the _BASE_ paths (relative to the file) and that they do not include each other") from None
+    except (KeyError, AssertionError, ValueError, TypeError) as e:
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0].strip("'\"")
+        raise UserError(f"--config-file {path}: Detectron2 refuses it: {text[:200]}", fix) from None
+    return cfg
+
+
+def base_config(spec: TrainSpec, family: str) -> CfgNode:
+    """What a run starts from before weights, dataset and overrides: the user's ``config_file`` or the
+    protocol's leaf."""
+    return custom_config(spec.config_file) if spec.config_file else leaf_config(spec.protocol, family, spec.variant)
+
+
 def build_config(spec: TrainSpec, world: int | None = None) -> tuple[CfgNode, str, WeightsMeta | None]:
     """(frozen cfg, family, weights metadata) for ``spec`` run by ``world`` processes (default: the
     current process group's size) -- the config exactly as it will run (device, norms, scaling)."""
     weights = "" if spec.weights in ("", "none") else spec.weights
     meta = weights_meta(weights) if weights else None
     family = spec.family or spec.extra.get("family") or family_for_weights(meta, weights)
-    cfg = get_cfg()
-    cfg.merge_from_file(str(config_path(spec.protocol, family, spec.variant)))
+    if spec.config_file and spec.variant:
+        raise UserError(f"--config-file and --variant {spec.variant} both say what to train",
+                        "give one: your config file, or a named variant of the protocol's leaf")
+    config_path(spec.protocol, family, spec.variant)   # protocol, family and variant exist
+    cfg = base_config(spec, family)
     if weights or family == "random":
         cfg.MODEL.WEIGHTS = weights
     apply_overrides(cfg, spec.opts, custom_dataset=bool(spec.dataset))
@@ -146,7 +207,8 @@ def build_config(spec: TrainSpec, world: int | None = None) -> tuple[CfgNode, st
         check_standard_datasets(cfg)
     cfg.OUTPUT_DIR = spec.output_dir
     cfg.SEED = spec.seed
-    cfg = adapt_to_runtime(cfg, resolve_device(spec.device), comm.get_world_size() if world is None else world)
+    cfg = adapt_to_runtime(cfg, resolve_device(spec.device), comm.get_world_size() if world is None else world,
+                           eval_only=spec.eval_only)
     check_weights(cfg, cfg.MODEL.WEIGHTS, meta, spec.allow_mismatch)
     cfg.freeze()
     return cfg, family, meta

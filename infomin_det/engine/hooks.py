@@ -12,6 +12,8 @@ preemptible without losing work, and its evaluation records durable.
   or ``kill -USR2`` of a local run) every rank finishes the current iteration, they agree, rank 0
   saves ``model_<iter>.pth`` atomically, and then submitit's own handler requeues the job (every
   rank ends with :class:`~infomin_det.preempt.Preempted`).
+* :class:`PreciseBNSameOnEveryRank` -- Detectron2's PreciseBN, after which every rank holds rank 0's
+  statistics (the ones ``model_final.pth`` stores).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from detectron2.engine import HookBase
+from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
 from detectron2.utils.events import JSONWriter
+from fvcore.nn.precise_bn import get_bn_modules
 
 from infomin_det import dist, faults
 from infomin_det.atomic import write_text_atomic
@@ -70,6 +74,31 @@ def append_record(output_dir: str | Path, results: dict, iteration: int) -> None
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+class PreciseBNSameOnEveryRank(d2_hooks.PreciseBN):
+    """Detectron2's PreciseBN, then rank 0's BN statistics are broadcast to every rank.
+
+    fvcore's ``update_bn_stats`` averages the statistics of its iterations (with SyncBN: already
+    all-reduced over the ranks) weighted by *this rank's* batch size. Where that size differs between
+    ranks -- the mask head's foreground RoIs, images of other sizes -- the ranks end with different
+    running statistics: each evaluates its shard with statistics that ``model_final.pth`` (rank 0's)
+    does not hold, and trains on with them (tests/test_multiprocess.py). After the broadcast every
+    rank's model is the one that is saved; SyncBN keeps them equal until the next PreciseBN.
+    """
+
+    def update_stats(self) -> None:
+        super().update_stats()
+        if self._disabled or not dist.is_distributed():
+            return
+        import torch.distributed as tdist
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        buffers = [b for bn in get_bn_modules(self._model) for b in (bn.running_mean, bn.running_var)]
+        flat = _flatten_dense_tensors(buffers)
+        tdist.broadcast(flat, src=0)
+        for b, v in zip(buffers, _unflatten_dense_tensors(flat, buffers)):
+            b.copy_(v)
 
 
 class EvaluateAndRecord(HookBase):

@@ -36,6 +36,8 @@ class TrainSpec:
     variant: a named deviation from the authors' leaf (``infomin_det.protocols.variants``); "" = theirs.
     device: ``auto`` (CUDA when the process sees a GPU, else CPU), ``cuda`` (refuse to run without
         one) or ``cpu`` (asked for explicitly; the distributed backend follows it: gloo).
+    config_file: a user's Detectron2 YAML (absolute path) trained instead of the protocol's leaf; the
+        run is then the custom variant ``custom-<stem>`` of ``protocol`` (its own row, never the paper's).
     """
 
     protocol: str
@@ -53,4 +55,12 @@ class TrainSpec:
     family: str = ""
     variant: str = ""
     device: str = "auto"
+    config_file: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def row_variant(self) -> str:
+        """The variant the run's directory and record carry: ``variant``, or ``custom-<stem>``."""
+        from infomin_det.rundir import custom_variant
+
+        return custom_variant(self.config_file) if self.config_file else self.variant

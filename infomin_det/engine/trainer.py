@@ -43,8 +43,10 @@ from infomin_det.atomic import write_text_atomic
 from infomin_det.engine import heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from infomin_det.engine import provenance
 from infomin_det.engine.checkpoint import AtomicCheckpointer
-from infomin_det.engine.config import build_config, leaf_config
-from infomin_det.engine.hooks import FINAL_RESULTS, EvaluateAndRecord, PreemptionCheckpoint, StepSeed, append_record
+from infomin_det.engine.config import base_config, build_config, leaf_config
+from infomin_det.engine.overrides import apply_overrides
+from infomin_det.engine.hooks import (FINAL_RESULTS, EvaluateAndRecord, PreciseBNSameOnEveryRank, PreemptionCheckpoint,
+                                      StepSeed, append_record)
 from infomin_det.engine.loader import KeyedLoader, build_resumable_loader
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError
@@ -120,9 +122,10 @@ class Trainer(DefaultTrainer):
                 quiet = cfg.clone()
                 quiet.defrost()
                 quiet.DATALOADER.NUM_WORKERS = 0
-                h = hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, self.model,
-                                    KeyedLoader(build_resumable_loader(quiet, stream="precise_bn"), key=lambda: me.iter),
-                                    cfg.TEST.PRECISE_BN.NUM_ITER)
+                h = PreciseBNSameOnEveryRank(cfg.TEST.EVAL_PERIOD, self.model,
+                                             KeyedLoader(build_resumable_loader(quiet, stream="precise_bn"),
+                                                         key=lambda: me.iter),
+                                             cfg.TEST.PRECISE_BN.NUM_ITER)
             elif isinstance(h, hooks.EvalHook):
                 h = EvaluateAndRecord(cfg.TEST.EVAL_PERIOD)
             out.append(h)
@@ -213,19 +216,36 @@ def check_same_run(out: Path, cfg_dump: str, info: RunInfo) -> None:
                         "directory (another --experiment / --output-dir)")
 
 
+def batch_scaling(spec: TrainSpec, family: str, cfg, world: int) -> dict:
+    """What the run was scaled from and to: the SOLVER values as given (leaf or config file, then the
+    overrides) and their ``REFERENCE_WORLD_SIZE``, the values that run and the world size (config.yaml
+    cannot tell: Detectron2 rewrites REFERENCE_WORLD_SIZE to the world size)."""
+    given = base_config(spec, family)
+    apply_overrides(given, spec.opts, custom_dataset=bool(spec.dataset))
+    keys = ("IMS_PER_BATCH", "BASE_LR", "MAX_ITER")
+    ref = given.SOLVER.REFERENCE_WORLD_SIZE
+    return {"given": {k.lower(): given.SOLVER[k] for k in keys}, "run": {k.lower(): cfg.SOLVER[k] for k in keys},
+            "reference_world_size": ref, "world_size": world,
+            "rule": f"linear, x{world / ref:g} (Detectron2's SOLVER.REFERENCE_WORLD_SIZE)" if ref and ref != world else "none"}
+
+
 def _run_info(spec: TrainSpec, cfg, family: str, meta, world: int, resumed: bool, start_iter: int) -> RunInfo:
     weights = cfg.MODEL.WEIGHTS
     sha = sha256_file(weights) if weights and Path(weights).is_file() else ""
     dump = cfg.dump()
+    leaf = leaf_config(spec.protocol, family, spec.variant)
     return RunInfo(spec.experiment, spec.protocol, family, spec.weights_name or _weights_name(spec.weights),
                    spec.weights, spec.seed, ",".join(get_protocol(spec.protocol).panels), list(sys.argv),
                    {"world_size": world, "device": cfg.MODEL.DEVICE, "resumed": resumed,
                     "resumed_from_iter": start_iter, "weights_arch": meta.arch.name if meta else ""},
-                   variant=spec.variant,
-                   dataset=provenance.dataset_record(cfg, leaf_config(spec.protocol, family, spec.variant), spec.dataset),
+                   variant=spec.row_variant,
+                   dataset=provenance.dataset_record(cfg, leaf, spec.dataset),
                    provenance={"weights_sha256": sha, **provenance.versions(), "world_size": world,
                                "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "base_lr": cfg.SOLVER.BASE_LR,
-                               "max_iter": cfg.SOLVER.MAX_ITER, "config_sha256": provenance.config_sha256(dump)})
+                               "max_iter": cfg.SOLVER.MAX_ITER, "batch_scaling": batch_scaling(spec, family, cfg, world),
+                               **({"config_file": {"path": spec.config_file, "sha256": sha256_file(spec.config_file)}}
+                                  if spec.config_file else {}),
+                               "config_sha256": provenance.config_sha256(dump)})
 
 
 def train_worker(spec: TrainSpec) -> dict:

@@ -30,6 +30,18 @@ _SLURM_WORD = re.compile(r"[A-Za-z0-9_.,:\[\]|&*+=/@][A-Za-z0-9_.,:\-\[\]|&*+=/@
 INT_MAX = 2**31 - 1          # SLURM's counters are 32-bit
 GPU_TASK_CPUS = 5            # per GPU process: the trainer + Detectron2's default 4 loader workers
 GPU_MEM_GB = 16              # per GPU, when --mem-gb is not given
+_LISTS = ("setup", "slurm_extra")
+_SLURM_ONLY = ("job_name", "setup", "slurm_extra")
+_SLURM_KEY = re.compile(r"[a-z][a-z0-9_-]*")
+# sbatch options the launcher sets from its own fields (or needs for requeue / signals / logs)
+_OWNED_SBATCH = {"nodes": "--nodes", "ntasks-per-node": "--tasks-per-node", "ntasks": "--tasks-per-node",
+                 "cpus-per-task": "--cpus-per-task", "gpus-per-node": "--gpus-per-node", "gpus": "--gpus-per-node",
+                 "gres": "--gpus-per-node", "time": "--timeout-min", "mem": "--mem-gb", "mem-per-cpu": "--mem-gb",
+                 "mem-per-gpu": "--mem-gb", "partition": "--partition", "constraint": "--constraint",
+                 "account": "--account", "qos": "--qos", "comment": "--comment", "exclude": "--exclude",
+                 "array": "--array-parallelism", "job-name": "--job-name", "signal": "--signal-delay-s",
+                 "requeue": "--max-requeues", "output": "(the launcher's log files)", "error": "(the launcher's log files)",
+                 "open-mode": "(the launcher's log files)", "wrap": "(the launcher's job script)"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +54,10 @@ class ExecutorOptions:
     :attr:`memory_gb`). ``timeout_min`` and ``signal_delay_s`` are in minutes and
     seconds; the preemption/timeout signal (USR2) arrives ``signal_delay_s`` before the kill.
     ``max_requeues`` bounds timeout requeues (submitit's ``max_num_timeout``); ``array_parallelism``
-    caps how many array elements run at once (``--array=0-N%cap``).
+    caps how many array elements run at once (``--array=0-N%cap``). SLURM only: ``job_name`` (default:
+    the caller's), ``setup`` (shell lines the job script runs before the job, e.g. ``module load
+    cuda/12.1``), ``slurm_extra`` (``KEY=VALUE`` sbatch options no other field covers, e.g.
+    ``reservation=x``, ``mail-type=END``; submitit's additional parameters).
     """
 
     partition: str | None = None
@@ -60,11 +75,15 @@ class ExecutorOptions:
     signal_delay_s: int = 120
     max_requeues: int = 3
     array_parallelism: int = 64
+    job_name: str | None = None
+    setup: tuple[str, ...] = ()
+    slurm_extra: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ExecutorOptions":
         """Build from a dict (config file, API call); unknown keys are refused, not ignored."""
         known = [f.name for f in fields(cls)]
+        values = {k: (tuple(v) if k in _LISTS and isinstance(v, list) else v) for k, v in values.items()}
         for key in values:
             if key not in known:
                 near = difflib.get_close_matches(key, known, n=1)
@@ -134,9 +153,15 @@ class ExecutorOptions:
                                          or any(c in "'\"\\" or ord(c) < 32 for c in self.comment)):
             raise UserError(f"executor option comment={self.comment!r} has a quote, backslash or control character",
                             "use one plain line")
+        self._validate_slurm_only()
         if cluster not in CLUSTERS:
             raise UserError(f"unknown cluster {cluster!r}", f"use one of {', '.join(CLUSTERS)}")
         if cluster in ("local", "debug"):
+            given = [n for n in _SLURM_ONLY if getattr(self, n)]
+            if given:
+                flag = "--" + given[0].replace("_", "-")
+                raise UserError(f"{flag} is a SLURM job option, but cluster {cluster!r} has no job script",
+                                f"use --cluster slurm, or drop {flag}")
             if self.nodes != 1:
                 raise UserError(f"nodes={self.nodes} needs SLURM; cluster {cluster!r} has one node",
                                 "use --cluster slurm or --nodes 1")
@@ -148,6 +173,36 @@ class ExecutorOptions:
                 raise UserError("cluster 'debug' runs one process in this Python",
                                 "use --cluster local for several processes")
         return self
+
+    def _validate_slurm_only(self) -> None:
+        if self.job_name is not None and (not isinstance(self.job_name, str) or not _SLURM_WORD.fullmatch(self.job_name)):
+            raise UserError(f"executor option job_name={self.job_name!r} is not a plain name",
+                            "letters, digits, '.', '_', '-' (no spaces or quotes)")
+        for name in _LISTS:
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v):
+                raise UserError(f"executor option {name}={v!r} must be a list of strings", f"repeat --{name.replace('_', '-')}")
+        for line in self.setup:
+            if not line.strip() or len(line) > 1000 or any(c in line for c in "\n\r\0"):
+                raise UserError(f"--setup {line[:60]!r} is not one shell line",
+                                "give one non-empty line per --setup (e.g. --setup 'module load cuda/12.1')")
+        keys = [kv.partition("=")[0] for kv in self.slurm_extra]
+        for kv, key in zip(self.slurm_extra, keys):
+            _, sep, value = kv.partition("=")
+            if not sep or not _SLURM_KEY.fullmatch(key) or not value or not _SLURM_WORD.fullmatch(value):
+                raise UserError(f"--slurm-extra {kv[:80]!r} is not KEY=VALUE (an sbatch option without '--')",
+                                "e.g. --slurm-extra reservation=myres --slurm-extra mail-type=END")
+            if key.replace("_", "-") in _OWNED_SBATCH:
+                raise UserError(f"--slurm-extra {key} is set by infomin-det itself",
+                                f"use its own flag ({_OWNED_SBATCH[key.replace('_', '-')]}) instead")
+        dup = next((k for k in keys if keys.count(k) > 1), None)
+        if dup:
+            raise UserError(f"--slurm-extra {dup} is given more than once", "give each key once")
+
+    @property
+    def additional_parameters(self) -> dict[str, str]:
+        """``slurm_extra`` as submitit's ``additional_parameters`` (it writes ``#SBATCH --key=value``)."""
+        return {k.replace("-", "_"): v for k, _, v in (kv.partition("=") for kv in self.slurm_extra)}
 
     # --- submitit ----------------------------------------------------------------------------
     def submitit_parameters(self, cluster: str) -> dict[str, Any]:
@@ -170,6 +225,10 @@ class ExecutorOptions:
             v = getattr(self, name)
             if v is not None:
                 params[name] = v
+        if self.setup:
+            params["setup"] = list(self.setup)
+        if self.slurm_extra:
+            params["additional_parameters"] = self.additional_parameters
         return params
 
     def sbatch_flags(self, array_size: int = 1) -> list[str]:
@@ -186,6 +245,7 @@ class ExecutorOptions:
             v = getattr(self, name)
             if v is not None:
                 flags.append(f"--{name}={v}")
+        flags += [f"--{k.replace('_', '-')}={v}" for k, _, v in (kv.partition("=") for kv in self.slurm_extra)]
         return flags
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,7 +268,13 @@ def check_against_slurm(options: ExecutorOptions, array_size: int = 1) -> None:
         lines = [l.strip() for l in (proc.stderr + proc.stdout).splitlines() if l.strip()]
         reason = lines[0] if lines else f"sbatch exited {proc.returncode}"
         hint = "fix the executor options (sinfo lists partitions and time limits; sacctmgr show qos/assoc)"
-        if "array" in reason.lower():
+        if any(w in reason.lower() for w in ("contact slurm controller", "resolve_ctls", "unknown host",
+                                             "connection refused", "could not establish a configuration")):
+            hint = "the SLURM controller cannot be reached: check SLURM_CONF and that `sinfo` answers, then submit again"
+        elif "gres" in reason.lower() or "generic resource" in reason.lower():
+            hint = ("the partition has no such GPUs (sinfo -o '%P %G' lists its gres): pick a GPU --partition, "
+                    "or run on CPUs on purpose with --gpus-per-node 0 --device cpu")
+        elif "array" in reason.lower():
             hint = (f"{array_size} runs exceed the cluster's job-array limit (scontrol show config | grep "
                     "MaxArraySize): submit fewer runs per command")
         elif "time limit" in reason.lower():

@@ -37,7 +37,7 @@ ACTIVE = ("pending", "running", "requeued")
 
 @dataclass
 class Submitted:
-    """What happened to one run: ``action`` is submitted | skipped-done | skipped-active | done | failed.
+    """What happened to one run: ``action`` is submitted | skipped-done | skipped-active | done | failed | would-submit.
     ``job`` is the submitit job object (``job.wait()``, ``job.result()``) for runs submitted now."""
 
     key: str
@@ -72,7 +72,7 @@ def make_executor(cluster: str, folder: Path, options: ExecutorOptions, job_name
 
     if cluster == "slurm":
         ex = submitit.SlurmExecutor(folder, max_num_timeout=options.max_requeues)
-        ex.update_parameters(job_name=job_name, **options.submitit_parameters("slurm"))
+        ex.update_parameters(job_name=options.job_name or job_name, **options.submitit_parameters("slurm"))
     elif cluster == "local":
         python = f"env CUDA_VISIBLE_DEVICES={shlex.quote(gpus)} {shlex.quote(sys.executable)}" if gpus else None
         ex = submitit.LocalExecutor(folder, max_num_timeout=options.max_requeues, python=python)
@@ -116,8 +116,11 @@ def _refuse_changed(changed: list[tuple[str, Path, list[str]]]) -> None:
 def submit_tasks(tasks: Sequence[DistributedTask], experiment_dir: str | Path,
                  options: ExecutorOptions | None = None, cluster: str = "auto",
                  command: Sequence[str] | None = None, job_name: str = "infomin-det",
-                 inputs: Sequence[Mapping[str, str]] | None = None) -> list[Submitted]:
+                 inputs: Sequence[Mapping[str, str]] | None = None, dry_run: bool = False) -> list[Submitted]:
     """Submit ``tasks`` (one array) unless done or active; returns one :class:`Submitted` per task.
+
+    ``dry_run``: every check below runs (the scheduler's ``--test-only`` included), nothing is
+    written or queued; the runs that would be submitted come back as ``would-submit``.
 
     ``inputs``: per task, facts about files it reads beyond its spec (e.g. ``{"weights_sha256": ...}``);
     recorded, and compared on re-submission like the spec. A run already in the registry whose spec,
@@ -191,6 +194,8 @@ def submit_tasks(tasks: Sequence[DistributedTask], experiment_dir: str | Path,
                             f"arrays) but array_parallelism is {options.array_parallelism}",
                             "submit fewer runs per call, raise --array-parallelism, or use SLURM")
         plan = plan_local_gpus([task_device(t) for _, t, _ in todo], options.gpus_per_node, visible, busy)
+    if dry_run:
+        return report + [Submitted(key, "would-submit", output_dir=str(task.output_dir)) for key, task, _ in todo]
 
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     for (key, task, facts), gpus in zip(todo, plan):

@@ -54,7 +54,17 @@ _HELP = {
     "exclude": "nodes to avoid (SLURM --exclude)",
     "signal_delay_s": "USR2 this many seconds before the time limit (>= checkpoint time)",
     "max_requeues": "requeues allowed after time-outs", "array_parallelism": "array elements running at once",
+    "job_name": "SLURM job name (default: infomin-<experiment>)",
+    "setup": "a shell line the SLURM job script runs first, e.g. 'module load cuda/12.1' (repeat the flag)",
+    "slurm_extra": "an sbatch option KEY=VALUE the other flags do not cover, e.g. reservation=x (repeat the flag)",
 }
+
+
+class _AppendTuple(argparse.Action):
+    """``append`` into a tuple (the dataclass default ``()`` stays a tuple, equal to it when not given)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest) or ()) + (values,))
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser, *, cluster_default: str | None = "auto") -> None:
@@ -65,8 +75,12 @@ def add_executor_arguments(parser: argparse.ArgumentParser, *, cluster_default: 
     g = parser.add_argument_group("executor (validated before submission)")
     defaults = ExecutorOptions()
     for f in fields(ExecutorOptions):
-        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
         default = getattr(defaults, f.name)
+        if isinstance(default, tuple):
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"ex_{f.name}", action=_AppendTuple, default=default,
+                           metavar="LINE" if f.name == "setup" else "KEY=VALUE", help=_HELP[f.name])
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
         shown = "" if default is None else f" (default: {default})"
         g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"ex_{f.name}", type=kind, default=default,
                        metavar={int: "N", float: "GB"}.get(kind, "NAME"), help=f"{_HELP.get(f.name, f.name)}{shown}")
@@ -82,6 +96,12 @@ def add_executor_arguments(parser: argparse.ArgumentParser, *, cluster_default: 
 def executor_options(args: argparse.Namespace) -> ExecutorOptions:
     """The validated :class:`ExecutorOptions` of flags added by :func:`add_executor_arguments`."""
     return ExecutorOptions.from_mapping({f.name: getattr(args, f"ex_{f.name}") for f in fields(ExecutorOptions)})
+
+
+def add_dry_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything (runs, weights vs config, datasets, executor options, the "
+                             "scheduler's --test-only), print the plan with GPU-hours, queue and write nothing")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="",
                         help="a named variant of the protocol leaves for every run (see docs/protocols.md; "
                              "default: the authors' leaves); its runs go to <weights>+<variant>/")
+    parser.add_argument("--config-file", default="", metavar="FILE.yaml",
+                        help="your Detectron2 YAML instead of the protocols' leaves (a custom variant: rows "
+                             "<weights>+custom-<stem>, never compared with the paper)")
     parser.add_argument("--family", choices=("ssl", "supervised"), default=None,
                         help="weight family of weights without metadata (default: from their metadata)")
     parser.add_argument("--allow-mismatch", action="append", default=[], metavar="KEY",
@@ -110,6 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the job fails without one; cpu: train on CPUs on purpose (--gpus-per-node 0)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per process (default: --cpus-per-task for CPU runs, 1 with GPUs)")
+    add_dry_run(parser)
     add_executor_arguments(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="'--' then Detectron2 KEY VALUE overrides, applied last")
@@ -222,6 +246,8 @@ def run_inputs(specs: Sequence[Any]) -> list[dict[str, str]]:
                 except OSError as e:
                     raise UserError(f"cannot read weights file {spec.weights}: {e.strerror}", "check the file") from None
             facts["weights_sha256"] = digests[spec.weights]
+        if spec.config_file and Path(spec.config_file).is_file():
+            facts["config_file_sha256"] = sha256_file(spec.config_file)
         if not spec.dataset:
             facts["detectron2_datasets"] = str(Path(os.environ.get("DETECTRON2_DATASETS", "datasets")).resolve())
         out.append(facts)
@@ -262,7 +288,7 @@ def check_specs(specs: Sequence[Any]) -> int:
 def build_tasks(args: argparse.Namespace, threads: int, options: ExecutorOptions | None = None) -> list[DistributedTask]:
     """One task per (protocol, weights, seed); every argument checked, nothing written."""
     from infomin_det.engine.spec import TrainSpec
-    from infomin_det.rundir import check_name, run_dir
+    from infomin_det.rundir import check_name, custom_variant, run_dir
 
     check_name("experiment", args.experiment)
     options = options or ExecutorOptions()
@@ -280,15 +306,19 @@ def build_tasks(args: argparse.Namespace, threads: int, options: ExecutorOptions
         raise UserError(f"--family {args.family} with random-init weights: the leaf of that family would load its "
                         "own weights into the row named random", "submit the random rows without --family")
     dataset = _absolute_dataset(args.dataset)
+    config_file = str(Path(args.config_file).resolve()) if args.config_file else ""
+    if config_file and args.variant:
+        raise UserError(f"--config-file and --variant {args.variant} both say what to train", "give one of them")
+    variant = custom_variant(config_file) if config_file else args.variant
     tasks = []
     for protocol in args.protocol:
         for name, w in weights:
             for seed in seeds:
-                out = run_dir(args.root, args.experiment, protocol, name, seed, args.variant).resolve()
+                out = run_dir(args.root, args.experiment, protocol, name, seed, variant).resolve()
                 spec = TrainSpec(protocol=protocol, weights=w, output_dir=str(out), weights_name=name,
                                  seed=seed, experiment=args.experiment, opts=opts, dataset=dataset,
                                  allow_mismatch=tuple(args.allow_mismatch), family=args.family or "",
-                                 variant=args.variant,
+                                 variant=args.variant, config_file=config_file,
                                  device=device, num_processes=options.ntasks_per_node, nodes=options.nodes)
                 tasks.append(DistributedTask(TRAIN_WORKER, spec, threads=threads,
                                              label=f"{protocol}/{name}/seed{seed}"))
@@ -301,32 +331,59 @@ def _check_root(root: str) -> None:
         raise UserError(f"--root {root} is a file", "pass a directory (it is created if missing)")
 
 
-def print_report(report, experiment_dir: Path, cluster: str) -> None:
+def print_report(report, experiment_dir: Path, cluster: str, dry_run: bool = False) -> None:
     width = max(len(r.key) for r in report)
     for r in report:
         extra = f"  {r.error}" if r.error else ""
         print(f"  {r.key:<{width}}  {r.action:<14}  {r.job_id}{extra}")
     counts = {a: sum(r.action == a for r in report) for a in dict.fromkeys(r.action for r in report)}
-    print(f"{len(report)} runs ({', '.join(f'{n} {a}' for a, n in counts.items())}) on cluster {cluster}; "
-          f"follow with: infomin-det status {experiment_dir}")
+    summary = f"{len(report)} runs ({', '.join(f'{n} {a}' for a, n in counts.items())}) on cluster {cluster}"
+    if dry_run:
+        print(f"{summary}; dry run: every check passed, nothing was queued or written")
+    else:
+        print(f"{summary}; follow with: infomin-det status {experiment_dir}")
 
 
-def main(args: argparse.Namespace) -> int:
+def check_threads(threads: int, options: ExecutorOptions, cluster: str) -> int:
+    """``--threads`` checked against the request; 0 -> the default (the CPUs per task on CPU, 1 with GPUs)."""
+    if threads < 0 or threads > 4096:
+        raise UserError(f"--threads {threads} is out of range", "pass 0 (the default) or a positive count")
+    if cluster == "slurm" and threads > options.cpus:
+        raise UserError(f"--threads {threads} exceeds the {options.cpus} CPUs per process requested",
+                        "raise --cpus-per-task or lower --threads")
+    return threads or (1 if options.gpus_per_node else options.cpus)
+
+
+def submit_planned(tasks: Sequence[DistributedTask], root: str, experiment: str, options: ExecutorOptions,
+                   cluster: str, dry_run: bool) -> int:
+    """The one submission path of ``submit`` and ``reproduce``: pre-flight every run, print the plan,
+    then (unless ``dry_run``) queue one array. Exit status: 0, or 1 when a run failed to submit."""
+    from infomin_det.launch.plan import plan_rows, render
+
+    check_specs([t.spec for t in tasks])
+    # the plan first: it is what a dry run is for, even where the scheduler then refuses the request
+    print(render(plan_rows([t.spec for t in tasks], options.gpus_per_node, options.nodes),
+                 options.timeout_min, options.max_requeues), flush=True)
+    exp = Path(root, experiment)
+    report = submit_tasks(tasks, exp, options, cluster=cluster, command=sys.argv,
+                          job_name=f"infomin-{experiment}",
+                          inputs=run_inputs([t.spec for t in tasks]), dry_run=dry_run)
+    print_report(report, exp, cluster, dry_run)
+    return 1 if any(r.action == "failed" for r in report) else 0
+
+
+def submission_request(args: argparse.Namespace) -> tuple[ExecutorOptions, str, int]:
+    """(executor options, cluster, threads per process) of ``submit`` / ``reproduce`` flags, validated."""
     from infomin_det.launch.options import resolve_cluster
 
     options = executor_options(args)
     cluster = resolve_cluster(args.cluster)
     options.validate(cluster)
     _check_root(args.root)
-    if args.threads < 0 or args.threads > 4096:
-        raise UserError(f"--threads {args.threads} is out of range", "pass 0 (the default) or a positive count")
-    if cluster == "slurm" and args.threads > options.cpus:
-        raise UserError(f"--threads {args.threads} exceeds the {options.cpus} CPUs per process requested",
-                        "raise --cpus-per-task or lower --threads")
-    tasks = build_tasks(args, threads=args.threads or (1 if options.gpus_per_node else options.cpus), options=options)
-    check_specs([t.spec for t in tasks])
-    exp = Path(args.root, args.experiment)
-    report = submit_tasks(tasks, exp, options, cluster=cluster, command=sys.argv,
-                          job_name=f"infomin-{args.experiment}", inputs=run_inputs([t.spec for t in tasks]))
-    print_report(report, exp, cluster)
-    return 1 if any(r.action == "failed" for r in report) else 0
+    return options, cluster, check_threads(args.threads, options, cluster)
+
+
+def main(args: argparse.Namespace) -> int:
+    options, cluster, threads = submission_request(args)
+    tasks = build_tasks(args, threads=threads, options=options)
+    return submit_planned(tasks, args.root, args.experiment, options, cluster, args.dry_run)

@@ -24,6 +24,11 @@ from infomin_det.weights_meta import TORCHVISION, WeightsMeta
 from transfer_configs import ROOT as CONFIG_ROOT
 
 FAMILIES = ("ssl", "supervised", "random")
+#: the paper's runs: 8 GPUs x 2 images per GPU (the leaves' SOLVER.REFERENCE_WORLD_SIZE / IMS_PER_BATCH)
+REFERENCE_GPUS = 8
+REFERENCE_BATCH = 16
+#: SOLVER.MAX_ITER of each schedule at the reference batch
+ITERATIONS = {"1x": 90000, "2x": 180000, "6x": 540000, "24k": 24000}
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,11 @@ class Protocol:
     @property
     def has_masks(self) -> bool:
         return self.meta_arch != "faster_c4"
+
+    @property
+    def max_iter(self) -> int:
+        """SOLVER.MAX_ITER at the reference batch (``REFERENCE_BATCH`` images per iteration)."""
+        return ITERATIONS[self.schedule]
 
 
 def _p(pid: str, meta: str, arch: str, sched: str, *panels: str) -> Protocol:

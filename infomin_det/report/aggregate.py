@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from infomin_det.errors import UserError
-from infomin_det.protocols import get_protocol
+from infomin_det.protocols import REFERENCE_BATCH, get_protocol
 from infomin_det.report import paper
 from infomin_det.report.identity import PAPER_LABELS, PAPER_SETS, PROTOCOLS
 from infomin_det.report.runs import DONE, PENDING, Run, row_key, table_key
@@ -112,6 +112,7 @@ class Table:
     eval_set: str = ""
     paper_dataset: bool | None = None
     dataset_source: str = ""
+    batch: int | None = None      # SOLVER.IMS_PER_BATCH where not the paper's (linear scaling of LR / schedule)
 
 
 def rounded_gap(gap: float | None) -> float | None:
@@ -159,7 +160,8 @@ def build_tables(runs: list[Run], baseline: str | None = None, sizes: bool = Fal
             groups.setdefault(table_key(r) + (eval_set,), {}).setdefault(row_key(r), []).append(r)
     tables = []
     # the protocol's own runs first, the paper's dataset first, then by dataset and test set
-    order = lambda kv: (kv[0][0], kv[0][1], not next(iter(kv[1].values()))[0].dataset.paper, kv[0][2], kv[0][3])  # noqa: E731
+    order = lambda kv: (kv[0][0], kv[0][1], not next(iter(kv[1].values()))[0].dataset.paper, kv[0][2],  # noqa: E731
+                        kv[0][3] or 0, kv[0][4])
     for key, by_row in sorted(groups.items(), key=order):
         first = next(iter(by_row.values()))[0]
         rows = [_row(k, rs, key[-1]) for k, rs in sorted(by_row.items())]
@@ -200,14 +202,15 @@ def _table(r: Run, metrics: list[str], rows: list[Row], eval_set: str = "", not_
     else:
         label, paper_ds, source = ds.label, ds.paper, ds.source
     return Table(r.protocol, label, metrics, rows, modified=r.modified, eval_set=eval_set,
-                 paper_dataset=paper_ds, dataset_source=source, not_averaged=not_averaged or [])
+                 paper_dataset=paper_ds, dataset_source=source, not_averaged=not_averaged or [], batch=r.batch)
 
 
 def title_of(t: Table) -> str:
     """``coco/R50-FPN-1x (modified: ...) | dataset: ... | evaluated on ...`` -- every table says it."""
     if t.title:
         return t.title
-    head = t.protocol + (f" (modified: {', '.join(t.modified)})" if t.modified else "")
+    head = t.protocol + (f" (modified: {', '.join(t.modified)})" if t.modified else "") + (
+        f" (batch {t.batch}, paper {REFERENCE_BATCH}: LR and schedule scaled linearly)" if t.batch else "")
     parts = [head, f"dataset: {t.dataset}"] + ([f"evaluated on {t.eval_set}"] if t.eval_set else [])
     return " | ".join(parts) + (f" -- gaps to {t.baseline}" if t.baseline else "")
 

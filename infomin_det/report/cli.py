@@ -89,8 +89,39 @@ def main(args: argparse.Namespace, single: bool = False) -> int:
     text = render.RENDERERS[fmt](tables) if fmt != "terminal" else None
     if fmt == "terminal":
         render.print_terminal(tables)
+    if args.paper is None:
+        text = _with_reproduction(args.paths, tables, runs, fmt, text)
     _emit(text, fmt, targets, [(t, fig) for t in targets if t.flag == "--plot"])
     return 2 if failed else 0
+
+
+def _with_reproduction(paths: list[str], tables: list, runs: list, fmt: str, text: str | None) -> str | None:
+    """An experiment made by ``reproduce``: its comparison with the paper after (json: beside) the tables."""
+    from infomin_det.report import reproduction
+    from infomin_det.report.runs import resolve_path
+
+    records = [(p, reproduction.read_record(resolve_path(p))) for p in paths if resolve_path(p).is_dir()]
+    records = [(p, r) for p, r in records if r is not None]
+    if not records:
+        return text
+    if len(paths) != 1:
+        raise UserError(f"{records[0][0]} is a reproduction of {records[0][1]['table']}, given with other paths",
+                        "report a reproduction on its own (one experiment directory)")
+    comps = reproduction.compare(records[0][1], tables, runs)
+    if fmt == "terminal":
+        sys.stdout.write(reproduction.to_text(comps))
+        return text
+    if fmt == "markdown":
+        return text + reproduction.to_text(comps)
+    if fmt == "json":
+        import json
+
+        doc = json.loads(text)
+        doc["reproduction"] = reproduction.to_dict(comps)
+        return json.dumps(doc, indent=1) + "\n"
+    print(f"note: the comparison with the paper's {records[0][1]['table']} is printed in the terminal, markdown "
+          "and json formats only", file=sys.stderr)
+    return text
 
 
 def _format(args: argparse.Namespace) -> str:

@@ -43,14 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from infomin_det.errors import UserError
-from infomin_det.protocols import FAMILIES, Protocol, list_protocols
+from infomin_det.protocols import FAMILIES, REFERENCE_BATCH, Protocol, list_protocols
 from infomin_det.report.parse import ParseError, short
-from infomin_det.rundir import RUN_JSON, RunInfo, check_name
+from infomin_det.rundir import CUSTOM_PREFIX, RUN_JSON, RunInfo, check_name
 
 PROTOCOLS: dict[str, Protocol] = {p.id: p for p in list_protocols()}
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 _ARCH = {"R-50": (50, 1), "R-101": (101, 1), "X-101-32x8d": (101, 32), "X-152-32x8d": (152, 32)}
-_ITERS = {"1x": 90000, "2x": 180000, "6x": 540000, "24k": 24000}
 PAPER_SETS = {  # protocol.dataset -> (train sets, test sets) the paper trained and tested on
     "coco": (("coco_2017_train",), ("coco_2017_val",)),
     "voc": (("voc_2007_trainval", "voc_2012_trainval"), ("voc_2007_test",)),
@@ -78,11 +77,13 @@ class ConfigFields:
     seed: int           # SEED (-1: not fixed)
     train: tuple[str, ...]   # DATASETS.TRAIN
     test: tuple[str, ...]    # DATASETS.TEST
+    batch: int | None = None  # SOLVER.IMS_PER_BATCH (None: absent, not a Detectron2 dump)
     sha256: str = field(default="", compare=False)   # of the file's bytes
 
 
 _WANTED = ("MODEL.RESNETS.DEPTH", "MODEL.RESNETS.NUM_GROUPS", "MODEL.BACKBONE.NAME", "MODEL.ROI_HEADS.NAME",
-           "MODEL.MASK_ON", "MODEL.WEIGHTS", "SOLVER.MAX_ITER", "SEED", "DATASETS.TRAIN", "DATASETS.TEST")
+           "MODEL.MASK_ON", "MODEL.WEIGHTS", "SOLVER.MAX_ITER", "SEED", "DATASETS.TRAIN", "DATASETS.TEST",
+           "SOLVER.IMS_PER_BATCH")
 _PREFIXES = {".".join(w.split(".")[:i]) for w in _WANTED for i in range(1, w.count(".") + 1)}
 _SPLIT = {n: re.compile(rf"\n(?= {{{n}}}[^ \n-])") for n in (0, 2, 4)}
 
@@ -216,6 +217,14 @@ def read_config(path: Path) -> ConfigFields:
         raise ParseError(f"{path}: not a readable YAML file ({type(e).__name__}: {str(e)[:120]})", fix) from None
 
 
+def _has(cfg: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return False
+        cfg = cfg[part]
+    return True
+
+
 def _fields(cfg: Any, path: Path, fix: str) -> ConfigFields:
     def get(dotted: str, kind: type) -> Any:
         node = cfg
@@ -238,7 +247,8 @@ def _fields(cfg: Any, path: Path, fix: str) -> ConfigFields:
     return ConfigFields(get("MODEL.RESNETS.DEPTH", int), get("MODEL.RESNETS.NUM_GROUPS", int),
                         get("MODEL.BACKBONE.NAME", str), get("MODEL.ROI_HEADS.NAME", str),
                         get("MODEL.MASK_ON", bool), get("MODEL.WEIGHTS", str), get("SOLVER.MAX_ITER", int),
-                        get("SEED", int), get("DATASETS.TRAIN", tuple), get("DATASETS.TEST", tuple))
+                        get("SEED", int), get("DATASETS.TRAIN", tuple), get("DATASETS.TEST", tuple),
+                        get("SOLVER.IMS_PER_BATCH", int) if _has(cfg, "SOLVER.IMS_PER_BATCH") else None)
 
 
 def _backbone_kind(name: str) -> str:
@@ -255,18 +265,36 @@ def protocol_fields(p: Protocol) -> dict[str, Any]:
     fpn = p.meta_arch.endswith("fpn")
     heads = {"mask_fpn": "StandardROIHeads", "cascade_fpn": "CascadeROIHeads"}.get(p.meta_arch, "Res5ROIHeads*")
     return {"RESNETS.DEPTH": depth, "RESNETS.NUM_GROUPS": groups, "BACKBONE.NAME": "FPN" if fpn else "C4",
-            "ROI_HEADS.NAME": heads, "MASK_ON": p.has_masks, "SOLVER.MAX_ITER": _ITERS[p.schedule]}
+            "ROI_HEADS.NAME": heads, "MASK_ON": p.has_masks, "SOLVER.MAX_ITER": p.max_iter}
 
 
 def config_view(c: ConfigFields) -> dict[str, Any]:
+    """``SOLVER.MAX_ITER`` at the reference batch: a run scaled linearly to another batch (fewer GPUs)
+    sees the protocol's images and is the protocol, at another batch (:func:`scaled_batch`)."""
     return {"RESNETS.DEPTH": c.depth, "RESNETS.NUM_GROUPS": c.groups, "BACKBONE.NAME": _backbone_kind(c.backbone),
-            "ROI_HEADS.NAME": _heads_kind(c.heads), "MASK_ON": c.mask_on, "SOLVER.MAX_ITER": c.max_iter}
+            "ROI_HEADS.NAME": _heads_kind(c.heads), "MASK_ON": c.mask_on, "SOLVER.MAX_ITER": _reference_iters(c)}
+
+
+def _reference_iters(c: ConfigFields) -> int | float:
+    if c.batch is None or c.batch == REFERENCE_BATCH or c.batch <= 0:
+        return c.max_iter
+    images = c.max_iter * c.batch
+    return images // REFERENCE_BATCH if images % REFERENCE_BATCH == 0 else images / REFERENCE_BATCH
+
+
+def scaled_batch(c: ConfigFields | None) -> int | None:
+    """The run's batch where it differs from the paper's ``REFERENCE_BATCH`` (None: the paper's / unknown)."""
+    return c.batch if c is not None and c.batch not in (None, REFERENCE_BATCH) else None
 
 
 def deviations(p: Protocol, c: ConfigFields) -> tuple[str, ...]:
     """``("RESNETS.DEPTH=18 (protocol: 50)", ...)``: where config.yaml differs from protocol ``p``."""
     want, got = protocol_fields(p), config_view(c)
-    return tuple(f"{k}={got[k]} (protocol: {want[k]})" for k in want if got[k] != want[k])
+    batch = scaled_batch(c)
+    shown = dict(got, **({"SOLVER.MAX_ITER": f"{c.max_iter} at batch {batch}"} if batch else {}))
+    at = f" at batch {REFERENCE_BATCH}" if batch else ""
+    return tuple(f"{k}={shown[k]} (protocol: {want[k]}{at if k == 'SOLVER.MAX_ITER' else ''})"
+                 for k in want if got[k] != want[k])
 
 
 def implied_protocol(c: ConfigFields) -> Protocol | None:
@@ -348,6 +376,7 @@ class Identity:
     dataset: Dataset = UNKNOWN_DATASET
     modified: tuple[str, ...] = ()
     max_iter: int | None = None
+    batch: int | None = None     # SOLVER.IMS_PER_BATCH where it is not the paper's (linear scaling)
     sources: str = ""
 
 
@@ -492,5 +521,8 @@ def identify(d: Path) -> Identity:
     if cfg is not None:
         ident.modified = deviations(protocol, cfg)
         ident.max_iter = cfg.max_iter
+        ident.batch = scaled_batch(cfg)
+    if ident.variant.startswith(CUSTOM_PREFIX):   # trained from the user's own config file
+        ident.modified = (f"custom config {ident.variant[len(CUSTOM_PREFIX):]}.yaml",) + ident.modified
     ident.sources = " + ".join(sources)
     return ident

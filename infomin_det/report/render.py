@@ -151,7 +151,7 @@ def _flag(x: bool | None) -> str:
 def table_dict(t: Table) -> dict:
     return {
         "protocol": t.protocol, "modified": list(t.modified), "dataset": t.dataset,
-        "paper_dataset": t.paper_dataset, "eval_set": t.eval_set, "metrics": t.metrics,
+        "paper_dataset": t.paper_dataset, "eval_set": t.eval_set, "batch": t.batch, "metrics": t.metrics,
         "baseline": t.baseline, "notes": t.notes, "title": title_of(t),
         "rows": [{"weights": r.weights, "variant": r.variant, "family": r.family, "label": r.label,
                   "source": r.source, "is_baseline": r.is_baseline, "seeds": r.seeds, "n": r.n, "no_gap": r.no_gap,

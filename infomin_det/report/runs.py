@@ -69,6 +69,7 @@ class Run:
     experiment: str = ""
     dataset: Dataset = UNKNOWN_DATASET
     modified: tuple[str, ...] = ()
+    batch: int | None = None
     metrics: Metrics = field(default_factory=dict)
     reason: str = ""
     fix: str = ""
@@ -278,6 +279,7 @@ def _load(run: Run) -> None:
     if ident is not None:
         run.protocol, run.weights, run.seed, run.family = ident.protocol, ident.weights, ident.seed, ident.family
         run.variant, run.experiment, run.dataset, run.modified = ident.variant, ident.experiment, ident.dataset, ident.modified
+        run.batch = ident.batch
         run.identity_from = ident.sources
     if state_error is not None:
         raise state_error
@@ -402,8 +404,9 @@ def _cross_check(d: Path, a: Metrics, a_name: str, b: Metrics, b_name: str, tol:
 
 
 def table_key(r: Run) -> tuple:
-    """What one table holds: protocol, its modifications, dataset (the metrics' eval set is added later)."""
-    return (r.protocol, r.modified, r.dataset.key)
+    """What one table holds: protocol, its modifications, dataset, batch where it is not the paper's
+    (the metrics' eval set is added later)."""
+    return (r.protocol, r.modified, r.dataset.key, r.batch)
 
 
 def row_key(r: Run) -> tuple[str, str, str]:
