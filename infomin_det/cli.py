@@ -2,13 +2,20 @@
 
 Each subcommand module exposes ``add_arguments(parser)`` and ``main(args) -> int``. Modules are
 imported only when their subcommand runs, so ``convert`` and ``report`` never pull in detectron2.
-A :class:`~infomin_det.errors.UserError` becomes ``error: <cause>`` / ``  fix: <fix>`` and exit 2.
+
+Exit status, the same for every command (docs/cli.md): 0 all good; 1 the command ran but some runs
+failed (``status``, ``report``, ``submit``, ``doctor``: something required is missing); 2 bad input
+-- a :class:`~infomin_det.errors.UserError` becomes ``error: <cause>`` / ``  fix: <fix>``, a
+missing package (detectron2 ...) likewise; 75 a run stopped by preemption (run it again); 130
+Ctrl-C. Output to a closed pipe (``| head``) ends the command quietly, as in any Unix tool.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 
 from infomin_det import __version__
@@ -27,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain.cli", "pretrain an InfoMin backbone (MoCo v2 + JigSaw)"),
     "sweep": ("pretrain.views.sweep_cli", "vary one view parameter: pretrain + linear-evaluate, plot I_NCE vs accuracy"),
     "doctor": ("infomin_det.doctor", "check this machine: torch, CUDA, NCCL, GPUs, Detectron2 ops, datasets, SLURM"),
+    "completion": ("infomin_det.completion", "print a bash/zsh completion script (eval \"$(infomin-det completion bash)\")"),
     "demo": ("infomin_det.demo.cli", "end-to-end demo on CPU: pretrain, convert, fine-tune, report"),
 }
 
@@ -39,14 +47,35 @@ def _overview() -> str:
     return "\n".join(lines)
 
 
+EXIT_OK, EXIT_RUNS_FAILED, EXIT_USAGE = 0, 1, 2
+# what to install when a command's import fails for want of a package
+_INSTALL = {"detectron2": "install Detectron2 (docs/install.md: `make setup`, or a source build against your torch)",
+            "torch": "install torch (docs/install.md)", "submitit": "pip install submitit",
+            "pycocotools": "pip install pycocotools", "rich": "pip install rich", "matplotlib": "pip install matplotlib"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    try:
+        code = _run(argv)
+        sys.stdout.flush()           # a closed pipe shows here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:          # `infomin-det ... | head`: the reader is gone; say nothing more
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _run(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
         print(_overview())
-        return 0
-    if argv[0] == "--version":
-        print(__version__)
-        return 0
+        return EXIT_OK
+    if not argv:
+        print(_overview(), file=sys.stderr)
+        return EXIT_USAGE
+    if argv[0] in ("--version", "-V"):
+        print(f"infomin-det {__version__}")
+        return EXIT_OK
     name = argv[0]
     if name not in SUBCOMMANDS:
         print(f"error: unknown command {name!r}\n  fix: one of {', '.join(SUBCOMMANDS)}", file=sys.stderr)
@@ -62,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.cause}", file=sys.stderr)
         if e.fix:
             print(f"  fix: {e.fix}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in _INSTALL:
+            raise
+        print(f"error: infomin-det {name} needs {top}, which is not installed here ({e})\n  fix: {_INSTALL[top]}",
+              file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""The InfoMin augmentation (seed §C.1): a fast uint8 pipeline and a plain torchvision reference.
+"""The InfoMin augmentation (the paper, §C.1): a fast uint8 pipeline and a plain torchvision reference.
 
 Recipe, per view (same order as PyContrast): RandomResizedCrop(size, scale=(c, 1), ratio 3/4..4/3)
 -> horizontal flip p .5 -> colour jitter ``factors * x`` p .8 (brightness, contrast, saturation, hue
@@ -52,10 +52,10 @@ Box = tuple[float, float, float, float]  # left, top, right, bottom in source pi
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The recipe's parameters. Defaults are the paper's (seed §C.1, Figure 4(b)).
+    """The recipe's parameters. Defaults are the paper's (the paper, §C.1, Figure 4(b)).
 
     ``crop_min`` is the lower area bound c of RandomResizedCrop; ``jitter_strength`` the x of
-    CJ(x); colour-jitter factors default to the seed's ``[0.8, 0.8, 0.8, 0.4]`` (PyContrast's code
+    CJ(x); colour-jitter factors default to the paper's ``[0.8, 0.8, 0.8, 0.4]`` (PyContrast's code
     uses hue 0.2): the hue factor ``0.4 * x`` is capped at 0.5, torchvision's largest valid value.
     """
 

@@ -1,4 +1,4 @@
-"""Linear evaluation of a pretrain checkpoint (seed §C.2 recipe): frozen backbone, one linear layer.
+"""Linear evaluation of a pretrain checkpoint (the paper, §C.2 recipe): frozen backbone, one linear layer.
 
 Recipe: SGD lr 30, momentum 0.9, no weight decay, cosine to 0 over ``epochs`` (paper: 60);
 train views RandomResizedCrop(size, scale 0.08..1) + flip; val: resize to size/0.875 + centre

@@ -443,6 +443,9 @@ CLI_CASES = [  # (extra argv, with the good dataset?, pattern in stderr)
     (["SOLVER.MAX_ITER"], True, r"must be KEY VALUE pairs, but 1 item was given"),
     (["--", "OUTPUT_DIR", "x"], True, r"override OUTPUT_DIR is set by the toolkit"),
     (["SOLVER.AMP.ENABLED", "True"], True, r"SOLVER\.AMP\.ENABLED is true but the run is on the CPU"),
+    (["--weights", "/dev/zero"], True, r"weights /dev/zero is not a regular file"),             # not "does not exist"
+    (["--weights", "/proc/self/status"], True, r"is on a virtual filesystem \(like /proc or /sys\)"),  # not "empty"
+    (["--weights", "/nonexistent/w.pkl"], True, r"weights file /nonexistent/w\.pkl does not exist"),
     ([], False, r"dataset coco_2017_train: .*instances_train2017\.json \(file\) does not exist"),
 ]
 

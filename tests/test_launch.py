@@ -169,7 +169,7 @@ def test_debug_failure_is_reported_with_its_cause_and_spares_the_others(tmp_path
     states = {s.key: s for s in experiment_status(exp)}
     assert states["ok/seed0"].state == "done"
     assert states["bad/seed0"].state == "failed" and "no weights at /x.pkl" in states["bad/seed0"].cause
-    assert cli(["status", str(exp)]) == 0
+    assert cli(["status", str(exp)]) == 1       # the CLI's convention: 1 = some runs failed
     out = capsys.readouterr().out
     assert "1 done, 1 failed" in out and "FileNotFoundError: no weights at /x.pkl" in out
 

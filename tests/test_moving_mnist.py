@@ -223,5 +223,5 @@ def test_probes_return_numbers_in_range(trained):
     assert 0 <= digit["accuracy"] <= 1 and digit["chance"] == 0.1
     assert 0 <= pos["mean_error_px"] <= L * math.sqrt(2) and 0 < pos["baseline_error_px"] <= L * math.sqrt(2)
     assert 0 <= bg["accuracy"] <= 1 and bg["chance"] == 0.1
-    # with shared="all" the easiest shared factor is the photo: it is linearly readable (seed §B.4)
+    # with shared="all" the easiest shared factor is the photo: it is linearly readable (the paper's appendix B.4)
     assert bg["accuracy"] > bg["chance"] + 0.3, bg

@@ -33,8 +33,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def _assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
+def _assert_clean_error(proc: subprocess.CompletedProcess, *needles: str, rc: int = 2) -> None:
+    """``error:`` / ``fix:`` and no traceback; exit 2 (bad input) or, ``rc=1``, 1 (some runs failed)."""
+    assert proc.returncode == rc, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "error: " in proc.stderr and "  fix: " in proc.stderr
     for n in needles:
         assert n in proc.stderr, proc.stderr
@@ -100,7 +101,7 @@ def test_truncated_last_line_is_ignored_loudly(tmp_path):
     (d / "metrics.json").write_text(text[: len(text) - 40])  # the final eval record cut mid-way
     run = load_run(d)  # training finished (model_final.pth), so the final record is damaged
     assert run.status == "failed" and "truncated" in run.reason and run.metrics == {}
-    _assert_clean_error(_cli(tmp_path), "truncated", "--eval-only")
+    _assert_clean_error(_cli(tmp_path), "truncated", "--eval-only", rc=1)
     (d / "last_checkpoint").write_text("model_0000299.pth")  # still training: stopped mid-write
     run = load_run(d)
     assert run.status == "in-progress" and run.metrics == {} and "iteration 399" in run.reason
@@ -115,7 +116,7 @@ def test_empty_metrics_json(tmp_path):
     (d / "metrics.json").write_text("")
     run = load_run(d)
     assert run.status == "failed" and "metrics.json is empty" in run.reason
-    _assert_clean_error(_cli(tmp_path), "metrics.json is empty", "--eval-only")
+    _assert_clean_error(_cli(tmp_path), "metrics.json is empty", "--eval-only", rc=1)
 
 
 def test_non_json_garbage(tmp_path):
@@ -127,7 +128,7 @@ def test_non_json_garbage(tmp_path):
     d2 = _run(tmp_path, "v", 0)
     (d2 / "metrics.json").write_text('{"iteration": 3, "bbox/AP": }\n')
     assert load_run(d2).status == "failed"
-    _assert_clean_error(_cli(tmp_path), "not a JSON record")
+    _assert_clean_error(_cli(tmp_path), "not a JSON record", rc=1)
 
 
 def test_run_dir_with_no_metrics(tmp_path):
@@ -206,7 +207,7 @@ def test_formats_render_the_same_numbers(exp, fmt, tmp_path):
         assert t["dataset"] == "COCO train2017/val2017 (paper)" and t["paper_dataset"] is True
         assert info["gaps"]["bbox/AP"] == pytest.approx(1.3)
     elif fmt == "markdown":
-        assert "| infomin | 3 | **41.4±0.4 (↑1.3)** |" in text
+        assert "| infomin | ours | 3 | **41.4±0.4 (↑1.3)** |" in text
     else:
         assert r"\textcolor{green!50!black}{41.4$\pm$0.4 ($\uparrow$1.3)}" in text
 
@@ -233,7 +234,8 @@ def test_paper_linear_tables_and_unknown_table():
     info = [r for r in rows if r["method"] == "InfoMin Aug."]
     assert proc.returncode == 0 and [r["top1"] for r in info] == ["67.4", "70.1", "73.0", "73.4", "73.4", "74.5", "75.2"]
     _assert_clean_error(_cli("--paper", "T12"), "no detection table 'T12'", "T11")
-    _assert_clean_error(_cli("--paper", "T3", "--baseline", "x"), "--paper")
+    _assert_clean_error(_cli("--paper", "T3", "--baseline", "x"), "no row 'x'", "random, supervised")
+    _assert_clean_error(_cli("--paper", "T3", "runs/x"), "--paper")
 
 
 def test_report_runs_without_detectron2_or_torch(exp):

@@ -45,9 +45,10 @@ def report(capsys):
     return call
 
 
-def refused(result, *needles: str) -> None:
+def refused(result, *needles: str, want: int = 2) -> None:
+    """``error:`` / ``fix:``, no traceback; exit 2 (bad input) or, ``want=1``, 1 (some runs failed)."""
     rc, out, err = result
-    assert rc == 2, out + err
+    assert rc == want, out + err
     assert "error: " in err and "  fix: " in err and "Traceback" not in err, err
     for n in needles:
         assert n in err, err
@@ -402,7 +403,7 @@ def test_nan_main_ap_in_one_seed_is_shown_and_never_yields_a_gap(tmp_path, repor
     assert moco.gaps["bbox/AP"] == pytest.approx(0.5)
     assert any(n.startswith("infomin: n/a, no gaps -- bbox/AP NaN in seed 1") for n in t.notes)
     rc, out, _ = report(tmp_path, "--baseline", "supervised", "--format", "markdown")
-    assert rc == 0 and "| infomin | 3 | n/a | n/a | n/a |" in out and "no predictions" in out
+    assert rc == 0 and "| infomin | ours | 3 | n/a | n/a | n/a |" in out and "no predictions" in out
     rc, out, _ = report(tmp_path, "--baseline", "supervised", "--format", "csv")
     assert "bbox/AP,,,,NaN in seed 1 (the model made no predictions)" in out
     rc, out, _ = report(tmp_path, "--baseline", "supervised", "--format", "json")
@@ -464,7 +465,7 @@ def test_crash_marker_in_the_last_attempt_fails_the_run(tmp_path, report):
     run = load_run(d)
     assert run.status == "failed"  # was: in-progress
     assert "crashed at iteration 41: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (log.txt)" in run.reason
-    refused(report(tmp_path), "crashed at iteration 41", "resumes from the last checkpoint")
+    refused(report(tmp_path), "crashed at iteration 41", "resumes from the last checkpoint", want=1)
     # resumed afterwards: the crash belongs to an earlier attempt
     (d / "log.txt").write_text(_LOG + _CRASH + _LOG.replace("iteration 0", "iteration 39"))
     assert load_run(d).status == "in-progress"
@@ -584,7 +585,7 @@ def test_variants_and_families_are_never_merged(tmp_path, report):
     assert t.baseline == "random [rgb]"
     refused(report(tmp_path, "--baseline", "r50"), "names 2 rows", "'r50 {ssl}', 'r50 {supervised}'")
     rc, out, _ = report(tmp_path, "--baseline", "r50 {supervised}", "--format", "markdown")
-    assert rc == 0 and "| random [rgb] | 2 |" in out
+    assert rc == 0 and "| random [rgb] | ours | 2 |" in out
 
 
 def test_a_variant_run_must_sit_in_its_variant_directory(tmp_path, report):
@@ -683,7 +684,7 @@ def test_duplicates_are_refused_not_averaged(tmp_path, report):
     bad = [r for r in runs if r.status == "failed"]
     assert len(bad) == 2 and all("seed 0 of infomin under coco/R50-FPN-1x is given by 2 directories" in r.reason
                                  for r in bad)
-    refused(report(tmp_path), "is given by 2 directories")
+    refused(report(tmp_path), "is given by 2 directories", want=1)
     # the same results under another name (a copied run directory)
     import shutil
 

@@ -69,7 +69,7 @@ def test_voc_table_values_and_gaps_from_runs(paper_as_runs):
     (table,) = aggregate.build_tables(find_runs([paper_as_runs / "T4"]), baseline="supervised")
     info = next(r for r in table.rows if r.weights == "infomin")
     sup, inf = p.row("supervised").values, p.row("infomin").values
-    for m in p.metrics:  # the seed's VOC table prints no gaps: the gap is the difference of its values
+    for m in p.metrics:  # the paper's VOC table prints no gaps: the gap is the difference of its values
         assert aggregate.rounded_gap(info.gaps[m]) == round(inf[m] - sup[m], 1)
 
 

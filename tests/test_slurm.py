@@ -134,7 +134,7 @@ def test_array_of_two_seeds_finishes_and_status_says_done(jobs, capsys):
     states = wait_for(exp, lambda s: s["toy/seed0"].state == "done" and s["toy/seed1"].state == "done")
     for seed in (0, 1):
         assert metrics(exp / f"toy/seed{seed}")[-1]["iteration"] == 3
-    assert cli(["status", str(exp), "--json"]) == 0
+    assert cli(["status", str(exp), "--json"]) == 1      # toy/bad of this array failed: 1
     shown = {r["key"]: r for r in json.loads(capsys.readouterr().out)[str(exp)]}
     assert shown["toy/seed0"]["state"] == shown["toy/seed1"]["state"] == "done"
     assert shown["toy/seed1"]["job_id"] == states["toy/seed1"].job_id == ids[1]

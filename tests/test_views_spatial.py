@@ -128,7 +128,7 @@ def test_refuses_small_image_for_large_distance() -> None:
     with pytest.raises(UserError) as e:
         views(Image.new("RGB", (512, 512)), random.Random(0))
     assert "512x512" in e.value.cause and "384" in e.value.cause and f"{cov:.3f}" in e.value.cause
-    assert e.value.fix == "use higher-resolution images (the seed uses 2k DIV2K) or a smaller distance"
+    assert e.value.fix == "use higher-resolution images (the paper uses 2K DIV2K images) or a smaller distance"
     with pytest.raises(UserError):
         sample_patch_pair(512, 512, 64, 700, random.Random(0))  # beyond the diagonal: cannot fit at all
     with pytest.raises(UserError):

@@ -195,7 +195,7 @@ def test_list_families(capsys):
 
 def test_sweep_runs_with_detectron2_blocked(cache, tmp_path):
     """A fresh interpreter where ``import detectron2`` fails runs a (tiny) crop sweep to the end;
-    both values share the seed's initial encoder, so their untrained-encoder accuracy is equal."""
+    both values share the same initial encoder, so their untrained-encoder accuracy is equal."""
     out = tmp_path / "no-d2"
     code = ("import sys; sys.modules['detectron2'] = None\n"
             "from infomin_det.cli import main\n"

@@ -108,6 +108,9 @@ def check_input(path: str | os.PathLike, what: str, fix_missing: str) -> Path:
                else "pass a regular file (save a stream to a file first)")
         raise UserError(f"{what} {show(path)} is {kind}, not a file", fix)
     if st.st_size == 0:
+        if _is_virtual(path.parent):
+            raise UserError(f"{what} {show(path)} is on a virtual filesystem (like /proc or /sys), not a checkpoint",
+                            "pass a checkpoint file on disk")
         raise UserError(f"{what} {show(path)} is empty (0 bytes)", "copy or download it again")
     try:
         with open(path, "rb"):

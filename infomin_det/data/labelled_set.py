@@ -3,7 +3,7 @@
     build_labelled_set(n_train_per_class=150, n_val_per_class=50, size=64, seed=0) -> Path
         <root>/train/<category>/*.jpg   <root>/val/<category>/*.jpg   <root>/manifest.json
 
-Owns the classification stand-in for STL-10 of the view experiments (seed appendix §B.1-B.3) and of
+Owns the classification stand-in for STL-10 of the view experiments (the paper's appendix B.1-B.3) and of
 a supervised baseline backbone. Each image is a random square crop of a real scene photo, resized to
 ``size`` x ``size`` px, with ONE Tux Paint photo cut-out of the image's class alpha-blended on top,
 its longest side ``U(0.5, 0.9) * size`` (:data:`OBJECT_SCALE`). The 8 classes are the cut-out
@@ -48,7 +48,7 @@ def _check(n_train_per_class: int, n_val_per_class: int, size: int) -> None:
                         "pass n_train_per_class >= 1 and n_val_per_class >= 1")
     if not 16 <= size <= 1024:
         raise UserError(f"labelled set image size {size} px is outside 16..1024",
-                        "use e.g. size=64 (the seed's view experiments) or 96")
+                        "use e.g. size=64 (the paper's view experiments) or 96")
 
 
 def build_labelled_set(n_train_per_class: int = 150, n_val_per_class: int = 50, size: int = 64,

@@ -3,7 +3,7 @@
 EXP is an experiment directory (``runs/<experiment>``) or a name under ``--root``; without EXP,
 every experiment under ``--root`` that has a job registry. Failed runs show their cause and the
 last lines of their log; ``unknown``: the scheduler could not be asked. ``--json`` prints the same
-as data. A broken registry is an error naming the file.
+as data. A broken registry is an error naming the file. Exit status: 0; 1 when a run failed; 2 bad input.
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ def main(args: argparse.Namespace) -> int:
     if not 0 <= args.lines <= 10_000:
         raise UserError(f"--lines {args.lines} is out of range", "pass 0 to 10000 (log lines per failed run)")
     report = {str(exp): experiment_status(exp, args.lines) for exp in find_experiments(args)}
+    failed = any(r.state == "failed" for runs in report.values() for r in runs)
     if args.json:
         print(json.dumps({k: [dataclasses.asdict(s) for s in v] for k, v in report.items()}, indent=1))
-        return 0
+        return 1 if failed else 0
     for exp, runs in report.items():
         counts = {s: sum(r.state == s for r in runs) for s in STATES}
         print(f"{exp}: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no runs"))
@@ -67,4 +68,4 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {r.key:<{width}}  {r.state:<11} {r.job_id}{attempt}{cause}")
             for line in r.log_tail:
                 print(f"      | {line}")
-    return 0
+    return 1 if failed else 0      # the CLI's convention: 1 = some runs failed

@@ -23,8 +23,9 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from infomin_det.console import stdout_console
 
     table = Table(caption="configs: transfer_configs/<protocol>.{ssl,supervised,random}.yaml (the authors' values); "
                           "named variants <protocol>.<family>+<name>.yaml: --json, docs/protocols.md")
@@ -33,5 +34,5 @@ def main(args: argparse.Namespace) -> int:
     for r in rows:
         table.add_row(r["protocol"], r["detector"], r["backbone"], r["schedule"], r["dataset"],
                       ", ".join(r["paper"]))
-    Console().print(table)
+    stdout_console().print(table)
     return 0

@@ -339,18 +339,31 @@ def _diff(a: Stat | None, b: Stat | None) -> float | None:
     return a.mean - b.mean
 
 
-def paper_tables(table_id: str) -> list[Table]:
-    """The paper's own table (``T8`` -> panels a, b, c) in the same form, with its gaps recomputed."""
+def paper_tables(table_id: str, baseline: str | None = None) -> list[Table]:
+    """The paper's own table (``T8`` -> panels a, b, c) in the same form, gaps recomputed from its
+    values: to its ``supervised`` row (as printed), or to ``baseline`` -- any row the panel prints
+    (``random``, ``paper:moco``, ...)."""
     out = []
+    want = paper.normalise(baseline.removeprefix("paper:")) if baseline is not None else None
+    if want == "":
+        raise UserError("--baseline is empty", "give a row of the paper's table, e.g. --baseline random")
     for p in paper.select(table_id):
         rows = [Row(r.name, {m: Stat(v, None, 0) for m, v in r.values.items()}, source=f"paper {p.id}")
                 for r in p.rows]
         kind = PROTOCOLS[p.protocol].dataset
         t = Table(p.protocol, PAPER_LABELS[kind], list(p.metrics), rows, paper_dataset=True, dataset_source="the paper")
         t.title = f"{p.id}: {p.caption} [{p.protocol}] | dataset: {PAPER_LABELS[kind]}"
-        base = next((r for r in rows if paper.normalise(r.weights) == p.baseline), None)
+        if want is None:
+            base = next((r for r in rows if paper.normalise(r.weights) == p.baseline), None)
+        else:
+            prow = p.row(want)
+            if prow is None:
+                raise UserError(f"panel {p.id} of the paper has no row {baseline!r}",
+                                f"use one of: {', '.join(r.key for r in p.rows)}")
+            base = next(r for r in rows if r.weights == prow.name)
         if base is not None:
             base.is_baseline, t.baseline = True, base.label
+            t.title += f" -- gaps to {base.label}"
             _gaps(t, base)
         t.notes += [
             f"the paper prints {i['row']} {i['metric']} gap {i['printed_gap']:+.1f}, its values give "

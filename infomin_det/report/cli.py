@@ -4,9 +4,9 @@
     infomin-det report runs/myexp --baseline paper:supervised --format markdown --out table.md
     infomin-det report --paper T8                                    # the paper's Table 8
 
-Exit status: 0; 2 for bad input (UserError) and when some run could not be read -- the table of
-the others is still printed (never written to --out / --plot: a file is written only when every
-run was read), and each unreadable run gets ``error: <cause>`` / ``  fix: <fix>``.
+Exit status: 0; 1 when some run could not be read or failed -- the table of the others is still
+printed (never written to --out / --plot: a file is written only when every run was read, else
+exit 2), and each unreadable run gets ``error: <cause>`` / ``  fix: <fix>``; 2 for bad input.
 Where --out / --plot may write: :mod:`infomin_det.report.outputs`.
 """
 
@@ -49,18 +49,21 @@ def main(args: argparse.Namespace, single: bool = False) -> int:
     targets = outputs.check_targets(args.out, args.plot)
     runs = []
     if args.paper is not None:
-        extra = [f for f, v in (("run paths", args.paths), ("--baseline", args.baseline is not None),
-                                ("--protocol", args.protocol), ("--sizes", args.sizes)) if v]
+        extra = [f for f, v in (("run paths", args.paths), ("--protocol", args.protocol), ("--sizes", args.sizes)) if v]
         if extra:
             raise UserError(f"--paper prints the paper's table on its own ({', '.join(extra)} given too)",
-                            "drop them, or use --baseline paper:<row> with your runs")
+                            "drop them (--baseline ROW picks the paper's baseline row), or report your runs "
+                            "with --baseline paper:<row>")
         if args.paper.strip().upper() in ("T1", "T2"):
             if args.plot is not None:
                 raise UserError(f"--plot draws gaps, and Table {args.paper.strip()[1:]} has none (ImageNet accuracies)",
                                 "drop --plot, or plot a detection table (T3..T11)")
+            if args.baseline is not None:
+                raise UserError(f"Table {args.paper.strip()[1:]} (ImageNet accuracies) has no gaps, so no baseline",
+                                "drop --baseline, or use a detection table (T3..T11)")
             text = _linear_table(args.paper.strip().upper(), fmt)
             return _emit(text, fmt, targets, [])
-        tables = aggregate.paper_tables(args.paper)
+        tables = aggregate.paper_tables(args.paper, args.baseline)
     else:
         if not args.paths:
             raise UserError("no runs given", "pass run or experiment directories, or --paper T3")
@@ -92,7 +95,7 @@ def main(args: argparse.Namespace, single: bool = False) -> int:
     if args.paper is None:
         text = _with_reproduction(args.paths, tables, runs, fmt, text)
     _emit(text, fmt, targets, [(t, fig) for t in targets if t.flag == "--plot"])
-    return 2 if failed else 0
+    return 1 if failed else 0    # the CLI's convention: 1 = the command ran, some runs failed
 
 
 def _with_reproduction(paths: list[str], tables: list, runs: list, fmt: str, text: str | None) -> str | None:

@@ -46,11 +46,17 @@ def row_label(row: Row) -> str:
 
 
 def row_n(row: Row) -> str:
-    return row.source if row.source != "runs" else str(row.n)
+    """Seeds averaged; ``-`` for the paper's rows (one printed value, no seeds)."""
+    return str(row.n) if row.source == "runs" else "-"
+
+
+def row_source(row: Row) -> str:
+    """Where the numbers come from: ``ours`` (runs) or ``paper T3a``."""
+    return "ours" if row.source == "runs" else row.source
 
 
 def header(t: Table) -> list[str]:
-    return ["weights", "n"] + t.metrics
+    return ["weights", "source", "n"] + t.metrics
 
 
 def notes(t: Table) -> list[str]:
@@ -76,7 +82,7 @@ def to_markdown(tables: list[Table]) -> str:
             lines += ["| " + " | ".join(header(t)) + " |", "|" + "---|" * len(header(t))]
             for r in t.rows:
                 cells = [(f"**{cell(r, m)}**" if highlighted(r.gaps.get(m)) else cell(r, m)) for m in t.metrics]
-                lines.append("| " + " | ".join([_md(row_label(r)), row_n(r)] + cells) + " |")
+                lines.append("| " + " | ".join([_md(row_label(r)), row_source(r), row_n(r)] + cells) + " |")
         else:
             lines.append("no finished runs")
         lines += [f"- {one_line(n)}" for n in notes(t)]
@@ -98,7 +104,7 @@ def to_latex(tables: list[Table]) -> str:
         if not t.rows:
             parts.append(f"% {_tex(title_of(t))}: no finished runs" + "".join(f"\n% {_tex(n)}" for n in notes(t)))
             continue
-        cols = "l" + "c" * (len(t.metrics) + 1)
+        cols = "ll" + "c" * (len(t.metrics) + 1)
         lines = [f"% {_tex(title_of(t))}", f"\\begin{{tabular}}{{{cols}}}", "\\hline",
                  " & ".join(_tex(h) for h in header(t)) + r" \\", "\\hline"]
         for r in t.rows:
@@ -110,7 +116,7 @@ def to_latex(tables: list[Table]) -> str:
                     colour = "green!50!black" if r.gaps[m] > 0 else "red"
                     c = f"\\textcolor{{{colour}}}{{{c}}}"
                 cells.append(c)
-            lines.append(" & ".join([_tex(row_label(r)), _tex(row_n(r))] + cells) + r" \\")
+            lines.append(" & ".join([_tex(row_label(r)), _tex(row_source(r)), _tex(row_n(r))] + cells) + r" \\")
         lines += ["\\hline", "\\end{tabular}"] + [f"% {_tex(n)}" for n in notes(t)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -121,7 +127,8 @@ CSV_FIELDS = ["protocol", "modified", "dataset", "paper_dataset", "eval_set", "w
 
 
 def to_csv(tables: list[Table]) -> str:
-    """Long form, full precision: one line per (table, row, metric); ``note`` says why a value is missing."""
+    """Long form: one line per (table, row, metric), numbers to ``DECIMALS`` places (no binary float
+    noise such as -6.900000000000006); ``note`` says why a value is missing. Schema: docs/report.md."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_FIELDS)
@@ -135,13 +142,24 @@ def to_csv(tables: list[Table]) -> str:
                     r.no_gap if r.no_gap and not r.is_baseline else "")
                 w.writerow(head + [r.weights, r.variant, r.family, r.label, r.source,
                                    r.n if r.source == "runs" else "", " ".join(str(x) for x in r.seeds),
-                                   t.baseline or "", m, "" if s is None or s.mean is None else repr(s.mean),
-                                   "" if s is None or s.std is None else repr(s.std),
-                                   "" if gap is None else repr(gap), note])
+                                   t.baseline or "", m, _csv(s.mean if s else None), _csv(s.std if s else None),
+                                   _csv(gap), note])
         for run in t.not_averaged:
             w.writerow(head + [run.weights, run.variant, run.family, "", "runs", "", "" if run.seed is None else run.seed,
                                t.baseline or "", "", "", "", "", f"{run.status}: {run.reason}"])
     return buf.getvalue()
+
+
+DECIMALS = 6      # AP in percent: 1e-6 is far below anything printed, and above float noise
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else round(x, DECIMALS) + 0.0   # + 0.0: no -0.0
+
+
+def _csv(x: float | None) -> str:
+    r = _round(x)
+    return "" if r is None else repr(r)
 
 
 def _flag(x: bool | None) -> str:
@@ -163,7 +181,7 @@ def table_dict(t: Table) -> dict:
 
 
 def _num(x: float | None) -> float | None:
-    return None if x is None or math.isnan(x) else x
+    return _round(x)
 
 
 def to_json(tables: list[Table]) -> str:
@@ -178,25 +196,23 @@ SUFFIXES = {".md": "markdown", ".tex": "latex", ".csv": "csv", ".json": "json"}
 
 def print_terminal(tables: list[Table], console=None) -> None:
     """Rich tables on the terminal; highlighted gaps green (up) / red (down)."""
-    from rich.console import Console
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    if console is None:
-        console = Console()
-        if not console.is_terminal:  # piped: never truncate cells to an assumed 80 columns
-            console = Console(width=200)
+    from infomin_det.console import stdout_console
+
+    console = console or stdout_console()
     for t in tables:
         if t.rows:
             rt = RichTable(title=Text(title_of(t)), title_justify="left")
             for h in header(t):
-                rt.add_column(h, justify="left" if h == "weights" else "right", no_wrap=True)
+                rt.add_column(h, justify="left" if h in ("weights", "source") else "right", no_wrap=True)
             for r in t.rows:
                 cells = []
                 for m in t.metrics:
                     style = ("green" if r.gaps[m] > 0 else "red") if highlighted(r.gaps.get(m)) else ""
                     cells.append(Text(cell(r, m), style=style))
-                rt.add_row(Text(row_label(r), style="bold" if r.is_baseline else ""), row_n(r), *cells)
+                rt.add_row(Text(row_label(r), style="bold" if r.is_baseline else ""), row_source(r), row_n(r), *cells)
             console.print(rt)
         else:
             console.print(Text(f"{title_of(t)}: no finished runs", style="bold"))

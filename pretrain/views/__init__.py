@@ -1,4 +1,4 @@
-"""Views toolbox (seed appendix §B.1-B.5): how InfoMin constructs, learns and measures views.
+"""Views toolbox (the paper's appendix §B.1-B.5): how InfoMin constructs, learns and measures views.
 
     pretrain.views.infonce       intra-batch InfoNCE loss and the I_NCE estimate (log K - loss)
     pretrain.views.spatial       two patches at distance d from one high-resolution image (§B.1)

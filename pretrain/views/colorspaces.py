@@ -1,4 +1,4 @@
-"""Colour spaces and channel-split views (seed appendix §B.2): RGB <-> 8 spaces, v1 | v2 channel splits.
+"""Colour spaces and channel-split views (the paper's appendix §B.2): RGB <-> 8 spaces, v1 | v2 channel splits.
 
 Owns :func:`to_space` / :func:`from_space` (float (B, 3, H, W) tensors, channel order as in
 :data:`CHANNELS`), :class:`ChannelSplit` (one space's channels cut into two views), the named
@@ -358,7 +358,7 @@ def parse_split(spec: str) -> ChannelSplit:
     return ChannelSplit(by_lower[space.strip().lower()], first.strip(), second.strip())
 
 
-# The seed's §B.2 protocol: each space cut into its first channel (luma-like where there is one)
+# The paper's §B.2 protocol: each space cut into its first channel (luma-like where there is one)
 # and the remaining two; HSV also as V|HS (value is its brightness channel).
 SPLITS: dict[str, ChannelSplit] = {
     s.name: s

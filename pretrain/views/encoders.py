@@ -1,6 +1,6 @@
-"""The view encoder of the seed's §B.1-B.3 experiments: CMC's tiny AlexNet for any channel count.
+"""The view encoder of the paper's §B.1-B.3 experiments: CMC's tiny AlexNet for any channel count.
 
-Owns :class:`TinyAlexNet` / :func:`tiny_alexnet`. The seed trains "a tiny AlexNet, following CMC,
+Owns :class:`TinyAlexNet` / :func:`tiny_alexnet`. The paper trains "a tiny AlexNet, following CMC,
 with the first layer adapted to input of 1 or 2 channels" (appendix §B.2); each view of a pair gets
 its own encoder built for that view's channel count.
 
@@ -14,7 +14,7 @@ followed by BatchNorm + ReLU)::
     conv 3x3     96 -> 128   H/8      global average pool -> (B, 128) = features
     head: Linear(128, 128) -> ReLU -> Linear(128, feat_dim)       -> (B, feat_dim) = embedding
 
-Inputs are float (B, in_channels, H, W), H and W in 32..96 px (64 is the seed's size); any fixed
+Inputs are float (B, in_channels, H, W), H and W in 32..96 px (64 is the paper's size); any fixed
 per-channel normalisation (e.g. :mod:`pretrain.views.colorspaces`'s ~[-1, 1] channels) is done by the
 caller. A forward+backward of 64 images at 64x64 costs roughly 0.1 s on one CPU core.
 """

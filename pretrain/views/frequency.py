@@ -1,4 +1,4 @@
-"""Low/high-frequency views (seed appendix §B.3): v1 = Blur(x, sigma), v2 = x - v1.
+"""Low/high-frequency views (the paper's appendix §B.3): v1 = Blur(x, sigma), v2 = x - v1.
 
 Owns :func:`gaussian_blur` (an exact, truncated, separable Gaussian -- unlike the augmentation's
 Pillow box-blur approximation in :mod:`pretrain.augment`), :func:`frequency_split` and the callable
@@ -8,7 +8,7 @@ Sigma is in pixels. The kernel is the sampled Gaussian ``exp(-i^2 / (2 sigma^2))
 ``i = -r..r`` with radius ``r = ceil(3 sigma)``, normalised to sum 1, applied along W then H with
 reflect padding (the edge pixel is not repeated: ``... x2 x1 | x0 x1 x2 ...``). Its frequency
 response is close to ``exp(-2 pi^2 sigma^2 f^2)`` (f in cycles/pixel), so the low view keeps
-frequencies below ~``1 / (2 pi sigma)`` and the high view the rest. The seed finds I_NCE largest at
+frequencies below ~``1 / (2 pi sigma)`` and the high view the rest. The paper finds I_NCE largest at
 sigma = 0.7 and the best downstream accuracy at sigma = 1.0 on STL-10.
 """
 
@@ -25,7 +25,7 @@ from infomin_det.errors import UserError
 def _check_sigma(sigma: float) -> None:
     if not math.isfinite(sigma) or sigma < 0:
         raise UserError(f"Gaussian blur sigma must be a finite number >= 0 (pixels), got {sigma}",
-                        "use sigma >= 0 (the seed sweeps about 0.2 .. 3; 0 means no blur)")
+                        "use sigma >= 0 (the paper sweeps about 0.2 .. 3; 0 means no blur)")
 
 
 def gaussian_kernel(sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Intra-batch InfoNCE between two views and the I_NCE lower bound it gives (seed §3, CPC/CMC).
+"""Intra-batch InfoNCE between two views and the I_NCE lower bound it gives (the paper, §3, CPC/CMC).
 
 For a batch of K paired embeddings z1[i] <-> z2[i] (positives on the diagonal, the other K-1 of the
 batch as negatives), the symmetric loss is

@@ -1,4 +1,4 @@
-"""Invertible view generators and adversarial / semi-supervised view learning (seed appendix §B.5).
+"""Invertible view generators and adversarial / semi-supervised view learning (the paper's appendix §B.5).
 
 Owns the VP / NVP coupling blocks (:class:`AdditiveCoupling`, :class:`AffineCoupling`), the stacked
 :class:`ViewGenerator`, the I_NCE critic (:class:`ViewLearner`) and :func:`learn_views`, which trains
@@ -45,7 +45,7 @@ CHECKPOINT_FORMAT = "infomin-det/view-generator"
 
 # NVP scale bound: s = S_MAX * tanh(raw), so one block scales its X1 channel by a factor within
 # [e^-S_MAX, e^S_MAX] per pixel. Unbounded exp(s) lets the adversary blow a channel up or shrink it
-# to nothing within a few steps (the "relatively unstable" training the seed reports); the bound
+# to nothing within a few steps (the "relatively unstable" training the paper reports); the bound
 # keeps every block well conditioned, hence the stack numerically invertible in float32.
 S_MAX = 1.0
 
@@ -159,7 +159,7 @@ class ViewGenerator(nn.Module):
             raise UserError(f"unknown view-generator kind {kind!r}", f"use one of {', '.join(KINDS)}")
         if blocks < 1 or hidden < 1:
             raise UserError(f"a view generator needs blocks >= 1 and hidden >= 1, got {blocks}, {hidden}",
-                            "pass a positive number of coupling blocks (the seed stacks several) and width")
+                            "pass a positive number of coupling blocks (the paper stacks several) and width")
         block = AdditiveCoupling if kind == "vp" else AffineCoupling
         self.kind, self.hidden = kind, hidden
         self.blocks = nn.ModuleList(block(i % 3, hidden) for i in range(blocks))
@@ -211,7 +211,7 @@ class ViewLearningSpec:
     mode: str = "unsupervised"
     steps: int = 200
     batch_size: int = 64
-    # The seed's numbers (Adam, generator 2e-4, I_NCE approximator 6e-4). Note: the OCR'd appendix
+    # The paper's numbers (Adam, generator 2e-4, I_NCE approximator 6e-4). Note: the OCR'd appendix
     # sentence says "the learning rate of view generator should be larger than that of I_NCE
     # approximator", which contradicts these two numbers; we follow the numbers (as the issue does).
     lr_generator: float = 2e-4
@@ -235,13 +235,13 @@ class ViewLearningSpec:
                             "pass positive numbers of coupling blocks and training steps")
         if self.batch_size < 2:
             raise UserError(f"batch_size must be >= 2 for InfoNCE's in-batch negatives, got {self.batch_size}",
-                            "use a batch of at least 2 images (the seed uses 128)")
+                            "use a batch of at least 2 images (the paper uses 128)")
         if not (self.lr_generator > 0 and self.lr_critic > 0 and self.temperature > 0 and self.ce_weight >= 0):
             raise UserError("learning rates and temperature must be > 0 and ce_weight >= 0",
                             "use e.g. lr_generator=2e-4, lr_critic=6e-4, temperature=0.07, ce_weight=1")
         if not 32 <= self.image_size <= 96:
             raise UserError(f"image_size {self.image_size} is outside the encoders' 32..96 px",
-                            "use an image_size between 32 and 96 (the seed uses 64)")
+                            "use an image_size between 32 and 96 (the paper uses 64)")
 
 
 class ViewLearner(nn.Module):

@@ -1,4 +1,4 @@
-"""Colorful Moving MNIST (seed appendix §B.4): data, factor variants, ConvNet+LSTM encoder, training, probes.
+"""Colorful Moving MNIST (the paper's appendix §B.4): data, factor variants, ConvNet+LSTM encoder, training, probes.
 
 Owns everything of the §B.4 experiment in one module:
 
@@ -13,7 +13,7 @@ Owns everything of the §B.4 experiment in one module:
 * :class:`MovingMNISTEncoder`: 4-layer ConvNet (8, 16, 32, 64 filters) + one-layer LSTM (64).
 * :class:`MovingMNISTSpec` / :func:`train_moving_mnist`: intra-batch InfoNCE training.
 * :func:`probe`: linear read-out of digit class, position at frame t, or background identity from
-  frozen v1 embeddings -- the seed's point is that the factor shared by the views is what is learned.
+  frozen v1 embeddings -- the paper's point is that the factor shared by the views is what is learned.
 
 Geometry. Positions are the (x, y) = (column, row) pixel coordinates of the top-left corner of the
 28x28 digit box, continuous, in ``[0, L]`` with ``L = canvas - digit = 36``, so the box always lies
@@ -85,7 +85,7 @@ class MovingMNISTConfig:
     def __post_init__(self) -> None:
         if not 0 < self.digit < self.canvas:
             raise UserError(f"digit size {self.digit} must be in 1..{self.canvas - 1} (canvas {self.canvas})",
-                            "use the seed's canvas=64, digit=28")
+                            "use the paper's canvas=64, digit=28")
         if not (1 <= self.k <= self.frames and 1 <= self.t <= self.frames):
             raise UserError(f"k={self.k} and t={self.t} must lie in 1..frames={self.frames}",
                             "raise frames or lower k / t (seed: k=10, t=20, frames=20)")
@@ -104,7 +104,7 @@ class MovingMNISTConfig:
 
     @property
     def speed_px(self) -> float:
-        """Speed in px/frame (6.4 for the seed's setting)."""
+        """Speed in px/frame (6.4 for the paper's setting)."""
         return self.speed * self.canvas
 
 
@@ -353,7 +353,7 @@ class MovingMNISTSpec:
     """One contrastive run. ``variant`` is the factor v2 shares with v1 (:data:`SHARED`).
 
     Each step draws ``batch_size`` fresh sequences (items ``step * batch_size + j`` of the dataset; no
-    epochs: the seed's 200 epochs over a fixed set become ``steps`` fresh batches). Intra-batch
+    epochs: the paper's 200 epochs over a fixed set become ``steps`` fresh batches). Intra-batch
     contrast: ``batch_size - 1`` negatives. SGD (momentum, weight decay), lr cosine-decayed from ``lr``
     to 0 over ``steps``. ``temperature`` of InfoNCE. Outputs go to ``output_dir``.
     """

@@ -1,4 +1,4 @@
-"""Two patches at distance d from one image (seed appendix §B.1) and the border bias of small images.
+"""Two patches at distance d from one image (the paper's appendix §B.1) and the border bias of small images.
 
 Owns :func:`sample_patch_pair` (the sampler), :func:`centre_coverage` (how constrained a pair at
 distance d is on a given image size), :class:`PatchPairViews` (PIL image -> two uint8 patch tensors,
@@ -13,8 +13,8 @@ theta. theta is uniform over the directions for which a placement exists
 uniform over the positions from which the second also fits. The displacement is rounded to whole
 pixels, so the measured centre distance equals ``distance`` to within sqrt(2)/2 px.
 
-The seed's bias: on a 512x512 image a pair at d = 384 only fits with both patches pressed
-against the border, so "distance" and "near the border" are confounded; the seed therefore uses
+The paper's bias: on a 512x512 image a pair at d = 384 only fits with both patches pressed
+against the border, so "distance" and "near the border" are confounded; the paper therefore uses
 2k DIV2K images. :func:`centre_coverage` measures this exactly (closed form, continuous positions):
 
     coverage = (1 / 2 pi) * integral over theta of (A - |d cos theta|)+ (B - |d sin theta|)+ / (A B)
@@ -39,7 +39,7 @@ from infomin_det.errors import UserError
 
 BoxInt = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1 - x0 = y1 - y0 = patch
 
-_FIX = "use higher-resolution images (the seed uses 2k DIV2K) or a smaller distance"
+_FIX = "use higher-resolution images (the paper uses 2K DIV2K images) or a smaller distance"
 
 
 def _check_geometry(patch: int, distance: float) -> None:

@@ -1,6 +1,6 @@
 """Vary one view parameter; per value pretrain (CMC-style InfoNCE), measure I_NCE and linear accuracy.
 
-Owns the seed's I_NCE-vs-accuracy experiment (appendix §B.1-B.3, Figure 1, the "reverse U") at CPU
+Owns the paper's I_NCE-vs-accuracy experiment (appendix §B.1-B.3, Figure 1, the "reverse U") at CPU
 scale: the view-family registry (:data:`VIEW_FAMILIES`, :func:`register_view_family`), the typed
 :class:`SweepSpec`, :func:`run_sweep` and its outputs ``sweep.csv`` / ``sweep.json`` / ``sweep.png``.
 
@@ -157,7 +157,7 @@ def _py_rng(generator: torch.Generator) -> random.Random:
 
 @register_view_family("frequency")
 class FrequencyFamily(ViewFamily):
-    """Seed §B.3: v1 = Gaussian blur of the normalised image at sigma px, v2 = x - v1 (v1 + v2 == x)."""
+    """The paper's §B.3: v1 = Gaussian blur of the normalised image at sigma px, v2 = x - v1 (v1 + v2 == x)."""
 
     param, unit = "sigma", "px"
     defaults = (0.3, 0.7, 1.0, 2.0, 4.0)
@@ -254,7 +254,7 @@ class JitterFamily(ViewFamily):
 
 @register_view_family("patch-distance")
 class PatchDistanceFamily(ViewFamily):
-    """Seed §B.1: two ``image_size``-px patches whose centres are d px apart in one high-resolution
+    """The paper's §B.1: two ``image_size``-px patches whose centres are d px apart in one high-resolution
     photo (``pretrain.views.spatial.PatchPairViews``). ``make_views(d)`` takes a list of PIL photos."""
 
     param, unit = "d", "px"
@@ -344,7 +344,7 @@ class SweepSpec:
             raise UserError("weight decays must be >= 0", "pass --weight-decay / --probe-weight-decay >= 0")
         if not 32 <= self.image_size <= 96:
             raise UserError(f"image size {self.image_size} px is outside the encoder's 32..96 px",
-                            "use --image-size 64 (the seed's) or 32 for a quick run")
+                            "use --image-size 64 (the paper's) or 32 for a quick run")
         if self.batch_size < 2:
             raise UserError(f"batch size {self.batch_size} leaves no negatives", "use --batch-size >= 2 (e.g. 64)")
         n_train = 8 * self.n_train_per_class
@@ -668,7 +668,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot_sweep(spec: SweepSpec, summary: list[dict[str, Any]], path: Path) -> None:
-    """The seed's Figure 1: linear top-1 (%) against I_NCE (nats), one marker per value (seed mean,
+    """The paper's Figure 1: linear top-1 (%) against I_NCE (nats), one marker per value (seed mean,
     std error bars when several seeds), annotated, joined in parameter order; dashed line at log K,
     dotted line at the untrained encoders' linear top-1 (mean over points)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
