@@ -67,7 +67,9 @@ def test_run_dir_layout_and_run_json(tmp_path):
 
 
 def test_cli_overview_and_unknown_command(capsys):
-    assert main([]) == 0
+    assert main([]) == 2                           # bare call: the overview on stderr, exit 2 (argparse's rule)
+    assert "convert" in capsys.readouterr().err
+    assert main(["--help"]) == 0
     assert "convert" in capsys.readouterr().out
     assert main(["no-such-command"]) == 2
     err = capsys.readouterr().err
@@ -77,4 +79,4 @@ def test_cli_overview_and_unknown_command(capsys):
 def test_console_module_runs():
     out = subprocess.run([sys.executable, "-m", "infomin_det", "--version"],
                          capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "0.1.0"
+    assert out.strip() == "infomin-det 0.1.0"

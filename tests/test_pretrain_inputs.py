@@ -69,9 +69,11 @@ BAD_TRAINING = [
 
 
 @pytest.mark.parametrize("flags,match", BAD_TRAINING, ids=[" ".join(f) for f, _ in BAD_TRAINING])
-def test_out_of_range_training_numbers_are_refused_up_front(data, tmp_path, capsys, flags, match):
+def test_out_of_range_training_numbers_are_refused_up_front(data, tmp_path, capsys, monkeypatch, flags, match):
     if flags == ["--device", "cuda"] and torch.cuda.is_available():
         pytest.skip("a GPU is visible")
+    # no scheduler reachable, whatever the session started (the loopback cluster sets SLURM_CONF)
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-cluster" / "slurm.conf"))
     refused(["pretrain", str(data), "-o", str(tmp_path / "out"), *TINY, *flags], capsys, match)
     assert not (tmp_path / "out").exists()
 

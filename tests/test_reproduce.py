@@ -184,6 +184,13 @@ def test_submit_dry_run_checks_everything_and_writes_nothing(tmp_path, tiny_coco
     assert p.returncode == 0, p.stderr
     assert "coco/R50-FPN-1x  random   random  0,1    2" in p.stdout
     assert "2 would-submit" in p.stdout and not (tmp_path / "runs").exists()
+    j = cli("submit", "--experiment", "e", "--root", tmp_path / "runs", "--protocol", "coco/R50-FPN-1x",
+            "--weights", "random", "--seeds", "0", "1", "--dataset", ds, "--cluster", "local", "--device", "cpu",
+            "--dry-run", "--json", "--", "SOLVER.MAX_ITER", "2", cwd=tmp_path)
+    doc = json.loads(j.stdout)             # only JSON on stdout; the text went to stderr
+    assert j.returncode == 0 and "would-submit" in j.stderr
+    assert doc["dry_run"] is True and doc["cluster"] == "local" and doc["plan"][0]["seeds"] == [0, 1]
+    assert [r["action"] for r in doc["runs"]] == ["would-submit"] * 2 and doc["runs"][0]["key"].endswith("random/seed0")
 
 
 # --- the report of a reproduction ---------------------------------------------------------------

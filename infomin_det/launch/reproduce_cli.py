@@ -19,6 +19,7 @@ Everything else -- pre-flight checks, ``--dry-run``, executor options -- is ``su
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from infomin_det.atomic import write_text_atomic
@@ -145,11 +146,12 @@ def main(args: argparse.Namespace) -> int:
             tasks.append(DistributedTask(TRAIN_WORKER, spec, threads=threads, label=f"{protocol}/{name}/seed{seed}"))
     record = {"table": args.table.strip(), "panels": panels,
               "runs": [{"protocol": p, "weights_name": n, "seeds": s} for p, n, _, s in runs]}
-    print(f"reproduce {args.table.strip()}: panels {', '.join(p['panel'] for p in panels)}")
-    code = submit_planned(tasks, args.root, experiment, options, cluster, args.dry_run)
+    text = sys.stderr if args.json else sys.stdout
+    print(f"reproduce {args.table.strip()}: panels {', '.join(p['panel'] for p in panels)}", file=text)
+    code = submit_planned(tasks, args.root, experiment, options, cluster, args.dry_run, args.json)
     if not args.dry_run:
         exp = Path(args.root, experiment)
         exp.mkdir(parents=True, exist_ok=True)
         write_text_atomic(exp / REPRODUCTION_FILE, json.dumps(record, indent=1) + "\n")
-        print(f"when runs finish: infomin-det report {exp}  (ours beside the paper's {args.table.strip()})")
+        print(f"when runs finish: infomin-det report {exp}  (ours beside the paper's {args.table.strip()})", file=text)
     return code

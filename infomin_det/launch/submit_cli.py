@@ -102,6 +102,8 @@ def add_dry_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="check everything (runs, weights vs config, datasets, executor options, the "
                              "scheduler's --test-only), print the plan with GPU-hours, queue and write nothing")
+    parser.add_argument("--json", action="store_true",
+                        help="print the plan and what happened to each run as one JSON object (the text to stderr)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -355,20 +357,31 @@ def check_threads(threads: int, options: ExecutorOptions, cluster: str) -> int:
 
 
 def submit_planned(tasks: Sequence[DistributedTask], root: str, experiment: str, options: ExecutorOptions,
-                   cluster: str, dry_run: bool) -> int:
+                   cluster: str, dry_run: bool, as_json: bool = False) -> int:
     """The one submission path of ``submit`` and ``reproduce``: pre-flight every run, print the plan,
-    then (unless ``dry_run``) queue one array. Exit status: 0, or 1 when a run failed to submit."""
+    then (unless ``dry_run``) queue one array. ``as_json``: the text goes to stderr and one JSON
+    object (``{"experiment", "cluster", "dry_run", "plan": [...], "runs": [...]}``) to stdout.
+    Exit status: 0, or 1 when a run failed to submit."""
+    import contextlib
+    import json
+
     from infomin_det.launch.plan import plan_rows, render
 
     check_specs([t.spec for t in tasks])
-    # the plan first: it is what a dry run is for, even where the scheduler then refuses the request
-    print(render(plan_rows([t.spec for t in tasks], options.gpus_per_node, options.nodes),
-                 options.timeout_min, options.max_requeues), flush=True)
+    rows = plan_rows([t.spec for t in tasks], options.gpus_per_node, options.nodes)
     exp = Path(root, experiment)
-    report = submit_tasks(tasks, exp, options, cluster=cluster, command=sys.argv,
-                          job_name=f"infomin-{experiment}",
-                          inputs=run_inputs([t.spec for t in tasks]), dry_run=dry_run)
-    print_report(report, exp, cluster, dry_run)
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        # the plan first: it is what a dry run is for, even where the scheduler then refuses the request
+        print(render(rows, options.timeout_min, options.max_requeues), flush=True)
+        report = submit_tasks(tasks, exp, options, cluster=cluster, command=sys.argv,
+                              job_name=f"infomin-{experiment}",
+                              inputs=run_inputs([t.spec for t in tasks]), dry_run=dry_run)
+        print_report(report, exp, cluster, dry_run)
+    if as_json:
+        print(json.dumps({"experiment": str(exp.resolve()), "cluster": cluster, "dry_run": dry_run,
+                          "plan": [r.to_dict(options.timeout_min) for r in rows],
+                          "runs": [{"key": r.key, "action": r.action, "job_id": r.job_id, "output_dir": r.output_dir,
+                                    "error": r.error} for r in report]}, indent=1))
     return 1 if any(r.action == "failed" for r in report) else 0
 
 
@@ -386,4 +399,4 @@ def submission_request(args: argparse.Namespace) -> tuple[ExecutorOptions, str, 
 def main(args: argparse.Namespace) -> int:
     options, cluster, threads = submission_request(args)
     tasks = build_tasks(args, threads=threads, options=options)
-    return submit_planned(tasks, args.root, args.experiment, options, cluster, args.dry_run)
+    return submit_planned(tasks, args.root, args.experiment, options, cluster, args.dry_run, args.json)
