@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from infomin_det.errors import UserError
 from infomin_det.preempt import PreemptionSignal
+from infomin_det.progress import ProgressWriter
 from pretrain import checkpoint as ckpt_io
 from pretrain import device as devices
 from pretrain import limits
@@ -269,6 +270,7 @@ def _train(spec: PretrainSpec, images: ImageList, rank: int, world: int, device:
         return path
 
     stop_at = min(total, spec.max_steps) if spec.max_steps else total
+    progress = ProgressWriter(out_dir, stop_at, step) if rank == 0 else None
     sums: dict[str, torch.Tensor] = {}   # losses summed on the device since the last log
     n_summed = 0
     final: dict[str, torch.Tensor] = {}  # the last step's outputs
@@ -322,6 +324,8 @@ def _train(spec: PretrainSpec, images: ImageList, rank: int, world: int, device:
             n_summed += 1
             if bar is not None:
                 bar.update(1)
+            if progress is not None:
+                progress.update(step)
             end_of_epoch = step % steps_per_epoch == 0
             checkpoint_now = (spec.checkpoint_every and step % spec.checkpoint_every == 0) or \
                 (not spec.checkpoint_every and end_of_epoch) or step >= stop_at

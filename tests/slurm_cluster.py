@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import system_tools
 
 import infomin_det.launch
 
@@ -33,18 +34,16 @@ class SlurmCluster:
         return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def _unavailable(reason: str):
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"SLURM test cluster unavailable in CI: {reason}", pytrace=False)
-    pytest.skip(f"SLURM test cluster unavailable: {reason}")
+def unavailable(reason: str):
+    system_tools.unavailable("SLURM test cluster", reason)
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
     if os.geteuid() != 0:
-        _unavailable("the loopback cluster's daemons need root")
+        unavailable("the loopback cluster's daemons need root")
     if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
-        _unavailable("SLURM is not installed and apt-get is not available to install it")
+        unavailable("SLURM is not installed and apt-get is not available to install it")
     directory = Path(tempfile.gettempdir()) / f"infomin-det-slurm-pytest-{PORT_BASE}"
     env = dict(os.environ, SLURM_PORT_BASE=str(PORT_BASE), SLURM_CPUS="8")
     # a fresh cluster per session: daemons left by a killed session are stopped and their state (job
@@ -55,7 +54,7 @@ def slurm_cluster():
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         subprocess.run(["bash", str(SCRIPTS / "stop.sh"), str(directory)], capture_output=True)
-        _unavailable(f"start.sh exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        unavailable(f"start.sh exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(directory / "etc" / "slurm.conf")
     try:

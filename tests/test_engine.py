@@ -38,6 +38,7 @@ CASES = [  # protocol, ROI heads class, masks
 
 @pytest.mark.parametrize("protocol,heads,masks", CASES, ids=[c[0] for c in CASES])
 def test_each_meta_architecture_trains_and_evaluates(tmp_path, tiny_coco, protocol, heads, masks):
+    from infomin_det.progress import read_progress
     from infomin_det.report.runs import load_run
 
     out = tmp_path / "run"
@@ -57,6 +58,8 @@ def test_each_meta_architecture_trains_and_evaluates(tmp_path, tiny_coco, protoc
     assert 0.0 <= results["bbox"]["AP"] <= 100.0
     final = metrics_lines(out)[-1]
     assert final["iteration"] == 2 and "total_loss" not in final
+    shown = read_progress(out)                               # what `status` showed while it ran
+    assert (shown.step, shown.total) == (2, 2)
     run = load_run(out)
     assert run.status == "done", run.reason
     assert (run.protocol, run.weights, run.seed, run.family) == (protocol, "random", 3, "random")

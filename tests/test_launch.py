@@ -579,6 +579,27 @@ def _record(exp, job_id, cluster, state="running", folder="", spec=None):
     reg.save()
 
 
+# what a user sees around a preemption, as SLURM and the run's own state file say it; the real
+# requeue cycle is in test_slurm.py, where the few seconds the job waits are too short to poll for
+@pytest.mark.parametrize("scheduler, written, attempt, shown", [
+    ("PENDING", "requeued", 1, "requeued"),     # checkpointed, waiting to start again
+    ("PENDING", "running", 1, "requeued"),      # node failure: requeued without a checkpoint() call
+    ("PENDING", "running", 0, "pending"),       # never started
+    ("REQUEUED", "running", 0, "requeued"),
+    ("PREEMPTED", "running", 0, "requeued"),
+    ("RUNNING", "requeued", 1, "requeued"),     # started again, not yet past its resume
+    ("RUNNING", "running", 1, "running"),       # the next attempt trains
+    ("TIMEOUT", "requeued", 1, "failed"),       # the limit hit and no requeue followed
+])
+def test_status_around_a_requeue(tmp_path, scheduler, written, attempt, shown):
+    from infomin_det.launch.status import run_status
+
+    _record(tmp_path, "4242", "slurm", state=written)
+    (tmp_path / "r/launch_state.json").write_text(json.dumps({"state": written, "attempt": attempt}))
+    st = run_status(Registry(tmp_path).runs["r"], {"4242": scheduler})
+    assert (st.state, st.attempt, st.scheduler_state) == (shown, attempt, scheduler)
+
+
 def test_a_reused_pid_is_not_taken_for_a_local_job(tmp_path):
     other = subprocess.Popen(["sleep", "30"])               # alive, but not a submitit controller
     try:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from system_tools import unavailable
 
 from infomin_det.engine.tiny import tiny
 
@@ -53,9 +54,7 @@ OPTS = tiny("SOLVER.MAX_ITER", str(ITERS), "SOLVER.IMS_PER_BATCH", "4", "SOLVER.
 
 
 def _unavailable(reason: str):
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"two-node SLURM cluster unavailable in CI: {reason}", pytrace=False)
-    pytest.skip(f"two-node SLURM cluster unavailable: {reason}")
+    unavailable("two-node SLURM cluster", reason)
 
 
 def _netns(i: int) -> str:

@@ -252,9 +252,10 @@ def test_run_json_records_the_scaling_from_the_reference_world_size(eight_ranks)
 
 
 # ------------------------------------------------------------------------------------------------
-# --eval-only on 1, 2, 3 processes
+# --eval-only on 1 and 3 processes
 
-@pytest.mark.parametrize("processes", [1, 2, 3])
+# 2 processes is the training's own final evaluation, compared against below; 3 gives uneven shards
+@pytest.mark.parametrize("processes", [1, 3])
 def test_eval_only_gives_the_same_results_and_predictions_with_any_process_count(tiny_coco, two_ranks, tmp_path,
                                                                                 processes):
     """The weights of the 2-rank run, evaluated by 1, 2 or 3 processes (3: shards of 2, 1 and 1
@@ -270,14 +271,6 @@ def test_eval_only_gives_the_same_results_and_predictions_with_any_process_count
     mine = predictions(out)
     assert {d["image_id"] for d in mine} == VAL_IMAGES and len(mine) == DETECTIONS * len(VAL_IMAGES)
     assert mine == predictions(two_ranks)
-
-
-def test_eval_only_on_3_processes_accepts_the_options_the_run_was_trained_with(tiny_coco, two_ranks, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(two_ranks, out, ignore=shutil.ignore_patterns("window-*", "model_000*"))
-    r = train(tiny_coco, out, "--eval-only", "--num-processes", "3")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout)["results"] == json.loads((two_ranks / "final_results.json").read_text())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ bad input. Tiny: R-18 at 32 px, queue 256, a handful of steps."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 
 from infomin_det.cli import main as cli_main
 from infomin_det.errors import UserError
+from infomin_det.progress import PROGRESS_FILE
 from pretrain.augment import InfoMinAugment
 from pretrain.data import SkipUnreadable, scan_folder
 from pretrain.model import MoCo, arch_of, build_backbone
@@ -120,6 +122,8 @@ def test_checkpoint_format_and_resume_gives_identical_next_step(images, tmp_path
     assert first["step"] == 2 and first["resumed_from"] is None
     again = pretrain_worker(tiny_spec(images, tmp_path / "resumed", max_steps=3))
     assert again["resumed_from"].endswith("checkpoint_00000002.pth") and again["step"] == 3
+    shown = json.loads((tmp_path / "resumed" / PROGRESS_FILE).read_text())
+    assert (shown["step"], shown["total"], shown["attempt_first_step"]) == (3, 3, 2)   # ETA from this attempt's pace
     assert again["loss"] == straight["loss"]
     assert_same_state(torch.load(straight["checkpoint"], weights_only=True),
                       torch.load(again["checkpoint"], weights_only=True))

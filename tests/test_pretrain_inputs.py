@@ -64,7 +64,7 @@ BAD_TRAINING = [
     (["--cluster", "debug", "--processes", "2"], "debug"),
     (["--cluster", "local", "--processes", "2", "--tasks-per-node", "3"], "disagree"),
     (["--cluster", "local", "--cpus-per-task", "0"], "cpus_per_task"),
-    (["--cluster", "slurm"], "without GPUs"), (["--cluster", "slurm", "--device", "cpu"], "sbatch"),
+    (["--cluster", "slurm"], "without GPUs"), (["--cluster", "slurm", "--device", "cpu"], "controller cannot be reached"),
 ]
 
 
@@ -72,8 +72,13 @@ BAD_TRAINING = [
 def test_out_of_range_training_numbers_are_refused_up_front(data, tmp_path, capsys, monkeypatch, flags, match):
     if flags == ["--device", "cuda"] and torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    # no scheduler reachable, whatever the session started (the loopback cluster sets SLURM_CONF)
-    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-cluster" / "slurm.conf"))
+    # a cluster whose controller is down, whatever the session started (the loopback cluster sets
+    # SLURM_CONF); sbatch answers in ~2 s (without a slurm.conf it searches for one for ~60 s)
+    conf = tmp_path / "down" / "slurm.conf"
+    conf.parent.mkdir()
+    conf.write_text("ClusterName=down\nSlurmctldHost=localhost\nSlurmctldPort=9\nMessageTimeout=2\n"
+                    "NodeName=localhost CPUs=1\nPartitionName=p Nodes=localhost Default=YES\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
     refused(["pretrain", str(data), "-o", str(tmp_path / "out"), *TINY, *flags], capsys, match)
     assert not (tmp_path / "out").exists()
 

@@ -209,7 +209,7 @@ def test_formats_render_the_same_numbers(exp, fmt, tmp_path):
     elif fmt == "markdown":
         assert "| infomin | ours | 3 | **41.4±0.4 (↑1.3)** |" in text
     else:
-        assert r"\textcolor{green!50!black}{41.4$\pm$0.4 ($\uparrow$1.3)}" in text
+        assert r"41.4{\scriptsize$\pm$0.4} \textcolor{green!50!black}{($\uparrow$1.3)}" in text
 
 
 def test_terminal_and_plot(exp, tmp_path):
@@ -217,6 +217,9 @@ def test_terminal_and_plot(exp, tmp_path):
     proc = _cli(exp, "--baseline", "supervised", "--plot", png)
     assert proc.returncode == 0, proc.stderr
     assert "41.4±0.4 (↑1.3)" in proc.stdout and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert [round(d) for d in Image.open(png).info["dpi"]] == [300, 300]     # paper resolution
     _assert_clean_error(_cli(exp, "--plot", png), "--plot")
 
 

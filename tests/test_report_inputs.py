@@ -73,7 +73,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("name", ["metrics.json", "run.json", "config.yaml", "log.txt", "last_checkpoint",
                                   "final_results.json", "registry.json", "launch_state.json",
-                                  "launch_result.json", "model_final.pth", "R-50.pkl"])
+                                  "launch_result.json", "progress.json", "model_final.pth", "R-50.pkl"])
 def test_out_never_takes_a_run_files_name(exp, report, tmp_path, name):
     before = _snapshot(exp)
     run = exp / "exp" / PROTO / "infomin" / "seed0"

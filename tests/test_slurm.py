@@ -83,20 +83,18 @@ def interrupted(jobs, slurm_cluster):
             time.sleep(0.2)
     slurm_cluster.run("scancel", "--signal=USR2", usr2.job_id)
     slurm_cluster.run("scontrol", "requeue", requeue.job_id)
-    seen = {"toy/usr2": set(), "toy/requeue": set()}
-
-    def finished(states):
-        for key, st in states.items():
-            seen[key].add(st.state)
-        return all(st.state in ("done", "failed") for st in states.values())
-
-    return wait_for(exp, finished), seen
+    states = wait_for(exp, lambda s: all(st.state in ("done", "failed") for st in s.values()))
+    # the scheduler's own record of each attempt (a requeued job keeps its id; --duplicates lists both;
+    # the second may still be RUNNING for a moment after the result is written)
+    history = {key: slurm_cluster.run("sacct", "--duplicates", "-X", "-n", "-P", "-o", "State", "-j", sub.job_id).split()
+               for key, sub in (("toy/usr2", usr2), ("toy/requeue", requeue))}
+    return states, history
 
 
 # first in the module: the signals must reach the jobs while they are still training
 def test_usr2_preemption_requeues_and_resumes_without_losing_or_repeating_work(jobs, interrupted):
-    states, seen = interrupted
-    assert "requeued" in seen["toy/usr2"]
+    states, history = interrupted
+    assert history["toy/usr2"][0] == "REQUEUED" and len(history["toy/usr2"]) == 2, history  # requeued once, by SLURM
     assert states["toy/usr2"].state == "done" and states["toy/usr2"].attempt == 1
     lines = metrics(jobs["exps"]["preempt"] / "toy/usr2")
     trained = [l["iteration"] for l in lines if "attempt" in l]
@@ -106,7 +104,8 @@ def test_usr2_preemption_requeues_and_resumes_without_losing_or_repeating_work(j
 
 
 def test_scontrol_requeue_replays_the_original_pickle_and_resumes_from_disk(jobs, interrupted):
-    states, _ = interrupted
+    states, history = interrupted
+    assert history["toy/requeue"][0] == "REQUEUED" and len(history["toy/requeue"]) == 2, history
     assert states["toy/requeue"].state == "done" and states["toy/requeue"].attempt == 1
     lines = metrics(jobs["exps"]["preempt"] / "toy/requeue")
     trained = [l["iteration"] for l in lines if "attempt" in l]

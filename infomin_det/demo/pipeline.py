@@ -82,28 +82,41 @@ def _run(tasks: list, root: Path, options, cluster: str, console: Console, what:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from infomin_det.launch import submit_tasks
+    from infomin_det.progress import read_progress
 
     per_wave = max(1, (os.cpu_count() or 1) // options.cpus_per_task) if cluster == "local" else len(tasks)
-    with Progress(TextColumn(f"[bold]{what}"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
-        progress = bar.add_task(what, total=len(tasks))
+        progress = bar.add_task(f"[bold]{what}", total=len(tasks), detail=f"0/{len(tasks)} runs")
         finished = 0
         for i in range(0, len(tasks), per_wave):
             wave = tasks[i:i + per_wave]
             submitted = submit_tasks(wave, root, options, cluster=cluster, command=["infomin-det", "demo"])
             jobs = [s for s in submitted if s.job is not None]
             finished += len(wave) - len(jobs)  # finished by an earlier call: skipped
+            lines = {s.key: bar.add_task(f"  {s.key}", total=None, detail="starting") for s in jobs}
+
+            def show(done: int) -> None:   # each run's own progress.json: step / total, ETA
+                for s in jobs:
+                    p = read_progress(s.output_dir)
+                    if s.job.done():
+                        bar.update(lines[s.key], completed=p.total if p else 1, total=p.total if p else 1,
+                                   detail="ended")
+                    elif p is not None:
+                        bar.update(lines[s.key], completed=p.step, total=p.total, detail=p.text())
+                bar.update(progress, completed=finished + done, detail=f"{finished + done}/{len(tasks)} runs")
+
             try:
                 while (done := sum(s.job.done() for s in jobs)) < len(jobs):
-                    bar.update(progress, completed=finished + done)
+                    show(done)
                     time.sleep(2)
+                show(done)
             except KeyboardInterrupt:  # local jobs outlive the demo's SIGTERM otherwise
                 for s in jobs:
                     if not s.job.done():
                         s.job.cancel(check=False)
                 raise
             finished += len(jobs)
-            bar.update(progress, completed=finished)
             for s in jobs:
                 err = s.job.exception()
                 if err is not None:

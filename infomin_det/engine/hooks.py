@@ -14,6 +14,7 @@ preemptible without losing work, and its evaluation records durable.
   rank ends with :class:`~infomin_det.preempt.Preempted`).
 * :class:`PreciseBNSameOnEveryRank` -- Detectron2's PreciseBN, after which every rank holds rank 0's
   statistics (the ones ``model_final.pth`` stores).
+* :class:`WriteProgress` -- rank 0 keeps ``progress.json`` (:mod:`infomin_det.progress`) current.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from infomin_det.atomic import write_text_atomic
 from infomin_det.engine.loader import sample_seed
 from infomin_det.errors import UserError
 from infomin_det.preempt import PreemptionSignal
+from infomin_det.progress import ProgressWriter
 from infomin_det.rundir import FINAL_RESULTS
 
 logger = logging.getLogger("infomin_det")
@@ -129,6 +131,18 @@ class EvaluateAndRecord(HookBase):
     def after_train(self) -> None:
         if self.trainer.iter + 1 >= self.trainer.max_iter:   # not after a failed or preempted run
             self._evaluate(final=True)
+
+
+class WriteProgress(HookBase):
+    """Rank 0 writes ``progress.json`` (step / total of this run, this attempt's pace) for ``status``."""
+
+    def before_train(self) -> None:
+        t = self.trainer
+        self.writer = ProgressWriter(t.cfg.OUTPUT_DIR, t.max_iter, t.start_iter) if comm.is_main_process() else None
+
+    def after_step(self) -> None:
+        if self.writer is not None:
+            self.writer.update(self.trainer.iter + 1)
 
 
 class PreemptionCheckpoint(HookBase):

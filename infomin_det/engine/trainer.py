@@ -46,7 +46,7 @@ from infomin_det.engine.checkpoint import AtomicCheckpointer
 from infomin_det.engine.config import base_config, build_config, leaf_config
 from infomin_det.engine.overrides import apply_overrides
 from infomin_det.engine.hooks import (FINAL_RESULTS, EvaluateAndRecord, PreciseBNSameOnEveryRank, PreemptionCheckpoint,
-                                      StepSeed, append_record)
+                                      StepSeed, WriteProgress, append_record)
 from infomin_det.engine.loader import KeyedLoader, build_resumable_loader
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError
@@ -129,7 +129,7 @@ class Trainer(DefaultTrainer):
             elif isinstance(h, hooks.EvalHook):
                 h = EvaluateAndRecord(cfg.TEST.EVAL_PERIOD)
             out.append(h)
-        out.append(PreemptionCheckpoint())
+        out += [WriteProgress(), PreemptionCheckpoint()]
         return out
 
     def resume_or_load(self, resume=True):

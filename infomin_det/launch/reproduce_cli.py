@@ -26,8 +26,10 @@ from infomin_det.atomic import write_text_atomic
 from infomin_det.dist import DEVICES
 from infomin_det.errors import UserError
 from infomin_det.report.reproduction import REPRODUCTION_FILE
-from infomin_det.launch.submit_cli import (RANDOM, TRAIN_WORKER, add_dry_run, add_executor_arguments, parse_overrides,
-                                           parse_seeds, parse_weights, submission_request, submit_planned)
+from infomin_det.launch.status_cli import check_watch
+from infomin_det.launch.submit_cli import (RANDOM, TRAIN_WORKER, add_submit_flags, add_executor_arguments, parse_overrides,
+                                           parse_seeds, parse_weights, submission_request, submit_planned,
+                                           wait_for_runs)
 
 BASELINE_ROWS = ("random", "supervised")
 VOC_SEEDS, COCO_SEEDS = 5, 1
@@ -52,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto / cuda: the jobs' GPUs; cpu: on purpose without GPUs (--gpus-per-node 0)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (default: as submit)")
-    add_dry_run(parser)
+    add_submit_flags(parser)
     add_executor_arguments(parser)
     parser.set_defaults(ex_gpus_per_node=8)
     for action in parser._actions:    # the table's protocols assume 8 GPUs: say so in --help
@@ -131,6 +133,8 @@ def main(args: argparse.Namespace) -> int:
     from infomin_det.launch.task import DistributedTask
     from infomin_det.rundir import check_name, run_dir
 
+    check_watch(args.every)
+
     options, cluster, threads = submission_request(args)
     runs, panels = plan_runs(args.table, args.weights, args.baselines, args.seeds)
     experiment = check_name("experiment", args.experiment or args.table.strip())
@@ -154,4 +158,4 @@ def main(args: argparse.Namespace) -> int:
         exp.mkdir(parents=True, exist_ok=True)
         write_text_atomic(exp / REPRODUCTION_FILE, json.dumps(record, indent=1) + "\n")
         print(f"when runs finish: infomin-det report {exp}  (ours beside the paper's {args.table.strip()})", file=text)
-    return code
+    return wait_for_runs(args, Path(args.root, experiment), code)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infomin_det.atomic import atomic_write, write_text_atomic
+from infomin_det.progress import ProgressWriter
 
 FINAL = "toy_final.pt"
 
@@ -79,6 +80,7 @@ def toy_worker(spec: ToySpec) -> dict:
            if distributed else model)
 
     loss = torch.zeros((), device=device)
+    progress = ProgressWriter(out, spec.max_iter, start, every_s=0.0) if rank == 0 else None
     for it in range(start, spec.max_iter):
         g = torch.Generator().manual_seed(1000 * it + rank)     # different data on every rank
         x = torch.randn(16, 4, generator=g).to(device)
@@ -95,6 +97,7 @@ def toy_worker(spec: ToySpec) -> dict:
             # the log line before the pointer: a kill in between repeats a line, never loses one
             _append(out / "metrics.json", {"iteration": it, "attempt": attempt, "loss": loss.item()})
             write_text_atomic(last, name + "\n")
+            progress.update(it + 1)
             stale = out / f"toy_{it:04d}.pt"
             if it > 0:
                 stale.unlink(missing_ok=True)

@@ -20,8 +20,10 @@ from typing import Any
 
 from infomin_det.launch.registry import Registry, RunRecord
 from infomin_det.launch.task import RESULT_FILE, STATE_FILE
+from infomin_det.progress import Progress, read_progress
 
 STATES = ("unsubmitted", "pending", "running", "requeued", "done", "failed", "unknown")
+ACTIVE = ("pending", "running", "requeued")      # the scheduler still has the run
 _PENDING = {"PENDING", "CONFIGURING", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 _RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING"}
 _REQUEUED = {"REQUEUED", "PREEMPTED"}
@@ -41,6 +43,7 @@ class RunStatus:
     cause: str = ""
     log_tail: list[str] = field(default_factory=list)
     spec: dict = field(default_factory=dict)
+    progress: Progress | None = None     # running / requeued: the run's progress.json
 
 
 @dataclass
@@ -195,6 +198,8 @@ def run_status(record: RunRecord, sched: SchedulerStates | dict[str, str], tail_
             st.state, st.scheduler_state = "failed", "EXITED"
     else:   # debug ran in the submitting process: it is over
         st.state, st.scheduler_state = "failed", "EXITED"
+    if st.state in ("running", "requeued"):
+        st.progress = read_progress(out)
     if st.state == "failed":
         err = local.get("error") if written == "failed" and isinstance(local.get("error"), str) else ""
         st.cause = err or result_err or st.cause or local_err or (

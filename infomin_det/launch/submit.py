@@ -29,10 +29,9 @@ from infomin_det.errors import UserError
 from infomin_det.launch.gpus import check_device_request, plan_local_gpus, visible_gpus
 from infomin_det.launch.options import ExecutorOptions, check_against_slurm, resolve_cluster
 from infomin_det.launch.registry import LAUNCH_DIR, Registry, RunRecord, spec_fields
-from infomin_det.launch.status import run_status, scheduler_states
+from infomin_det.launch.status import ACTIVE, run_status, scheduler_states
 from infomin_det.launch.task import RESULT_FILE, DistributedTask, check_worker
 
-ACTIVE = ("pending", "running", "requeued")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from infomin_det.errors import UserError
 from infomin_det.launch.options import CLUSTERS, GPU_MEM_GB, GPU_TASK_CPUS, INT_MAX, ExecutorOptions
 from infomin_det.filehash import sha256_file
 from infomin_det.launch.submit import submit_tasks
+from infomin_det.launch.status_cli import add_watch, check_watch
 from infomin_det.launch.task import DistributedTask
 
 TRAIN_WORKER = "infomin_det.engine.trainer:train_worker"
@@ -98,12 +99,24 @@ def executor_options(args: argparse.Namespace) -> ExecutorOptions:
     return ExecutorOptions.from_mapping({f.name: getattr(args, f"ex_{f.name}") for f in fields(ExecutorOptions)})
 
 
-def add_dry_run(parser: argparse.ArgumentParser) -> None:
+def add_submit_flags(parser: argparse.ArgumentParser) -> None:
+    """--dry-run, --json, --wait: shared by ``submit`` and ``reproduce``."""
     parser.add_argument("--dry-run", action="store_true",
                         help="check everything (runs, weights vs config, datasets, executor options, the "
                              "scheduler's --test-only), print the plan with GPU-hours, queue and write nothing")
     parser.add_argument("--json", action="store_true",
                         help="print the plan and what happened to each run as one JSON object (the text to stderr)")
+    add_watch(parser, "--wait", "after submitting, show the runs' progress until they end (as status --watch; "
+                                "Ctrl-C stops watching, not the jobs)")
+
+
+def wait_for_runs(args: argparse.Namespace, experiment_dir: Path, code: int) -> int:
+    """``--wait``: watch the experiment until its runs end (text to stderr under --json); else ``code``."""
+    if not args.wait or args.dry_run:
+        return code
+    from infomin_det.launch.status_cli import watch
+
+    return max(code, watch([experiment_dir], args.every, stream=sys.stderr if args.json else None))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the job fails without one; cpu: train on CPUs on purpose (--gpus-per-node 0)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per process (default: --cpus-per-task for CPU runs, 1 with GPUs)")
-    add_dry_run(parser)
+    add_submit_flags(parser)
     add_executor_arguments(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="'--' then Detectron2 KEY VALUE overrides, applied last")
@@ -397,6 +410,8 @@ def submission_request(args: argparse.Namespace) -> tuple[ExecutorOptions, str, 
 
 
 def main(args: argparse.Namespace) -> int:
+    check_watch(args.every)
     options, cluster, threads = submission_request(args)
     tasks = build_tasks(args, threads=threads, options=options)
-    return submit_planned(tasks, args.root, args.experiment, options, cluster, args.dry_run, args.json)
+    code = submit_planned(tasks, args.root, args.experiment, options, cluster, args.dry_run, args.json)
+    return wait_for_runs(args, Path(args.root, args.experiment), code)

@@ -150,10 +150,10 @@ def _emit(text: str | None, fmt: str, targets: list, plots: list) -> int:
         if t.flag == "--out":
             items.append((t, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8")))
     for t, fig in plots:
-        from infomin_det.report.plot import check_suffix
+        from infomin_det.report import plot
 
-        fmt_ = check_suffix(t.path)
-        items.append((t, lambda tmp, fig=fig, fmt_=fmt_: fig.savefig(tmp, format=fmt_, dpi=100)))
+        fmt_ = plot.check_suffix(t.path)
+        items.append((t, lambda tmp, fig=fig, fmt_=fmt_: plot.write(fig, tmp, fmt_)))
     if text is not None and not any(t.flag == "--out" for t in targets):
         sys.stdout.write(text)
     try:

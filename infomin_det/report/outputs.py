@@ -4,7 +4,7 @@ The rule (:func:`check_target`), checked before any run is read:
 
 1. A file named like a run's own file is never written, wherever it would go (:data:`PROTECTED`:
    metrics.json, run.json, config.yaml, log.txt, last_checkpoint, final_results.json,
-   registry.json, launch_*.json, *.pth, *.pkl, events.out.tfevents.*): the next report, the trainer
+   registry.json, launch_*.json, progress.json, *.pth, *.pkl, events.out.tfevents.*): the next report, the trainer
    or the launcher would read it as a run's record.
 2. The target -- with every symlink resolved, its own name's included -- must not lie in a run
    directory: not in (or below) any run directory being read (:func:`check_outside`), and neither
@@ -29,9 +29,10 @@ from typing import Callable
 
 from infomin_det.atomic import atomic_write
 from infomin_det.errors import UserError
+from infomin_det.progress import PROGRESS_FILE
 
 PROTECTED = ("metrics.json", "run.json", "config.yaml", "log.txt", "last_checkpoint", "final_results.json",
-             "registry.json", "launch_*.json", "*.pth", "*.pkl", "events.out.tfevents.*")
+             "registry.json", "launch_*.json", PROGRESS_FILE, "*.pth", "*.pkl", "events.out.tfevents.*")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Iterable
 
 from infomin_det.errors import UserError
 
@@ -80,6 +80,21 @@ def select(table: str) -> list[PaperPanel]:
 
 def for_protocol(protocol: str) -> list[PaperPanel]:
     return [p for p in panels() if p.protocol == protocol]
+
+
+def printed_name(panel_id: str) -> str:
+    """How the paper names a panel: ``T3a`` -> ``Table 3(a)``, ``T4`` -> ``Table 4``."""
+    m = re.fullmatch(r"T(\d+)([a-z]?)", panel_id)
+    if m is None:
+        raise ValueError(f"not a panel id: {panel_id!r}")
+    return f"Table {m[1]}" + (f"({m[2]})" if m[2] else "")
+
+
+def panels_of(protocol: str, sources: Iterable[str] = ()) -> list[PaperPanel]:
+    """The paper's panels a table of ``protocol`` stands for: those its rows were taken from
+    (row sources ``paper T3b``), else every panel printing that protocol (R50-FPN 2x: T3b and T6a)."""
+    named = {s.removeprefix("paper ") for s in sources if s.startswith("paper ")}
+    return [p for p in for_protocol(protocol) if p.id in named] or for_protocol(protocol)
 
 
 def paper_row(protocol: str, name: str) -> tuple[PaperPanel, PaperRow]:

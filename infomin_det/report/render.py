@@ -14,8 +14,10 @@ import csv
 import io
 import json
 import math
+import re
 from typing import Callable
 
+from infomin_det.report import paper
 from infomin_det.report.aggregate import Row, Stat, Table, highlighted, rounded_gap, title_of
 
 UP, DOWN = "↑", "↓"
@@ -98,26 +100,87 @@ def _tex(s: str) -> str:
     return "".join(_TEX.get(c, c) for c in one_line(s))
 
 
+_TEX_TASK = {"bbox": "bb", "segm": "mk"}
+_TEX_SIZE = {"s": "S", "m": "M", "l": "L"}
+
+
+def tex_metric(metric: str) -> str:
+    r"""Column head as the paper prints it: ``bbox/AP50`` -> ``AP$^\mathrm{bb}_{50}$``, ``AP`` -> ``AP``."""
+    task, _, name = metric.rpartition("/")
+    if not name.startswith("AP") or (task and task not in _TEX_TASK):
+        return _tex(metric)
+    sub = name[2:]
+    sub = _TEX_SIZE.get(sub, sub)
+    if not (sub == "" or sub.isdigit() or sub in _TEX_SIZE.values()):
+        return _tex(metric)
+    sup = f"^\\mathrm{{{_TEX_TASK[task]}}}" if task else ""
+    return "AP" + (f"${sup}" + (f"_{{{sub}}}" if sub else "") + "$" if sup or sub else "")
+
+
+def tex_label(t: Table, taken: set[str]) -> str:
+    """``tab:infomin-det:T3a`` when the table stands for one panel of the paper, else from the
+    protocol; ``-2``, ``-3`` ... when a document holds more than one table of that name."""
+    panels = paper.panels_of(t.protocol, (r.source for r in t.rows))
+    base = "tab:infomin-det:" + (panels[0].id if len(panels) == 1 else re.sub(r"[^A-Za-z0-9]+", "-", t.protocol))
+    label, k = base, 1
+    while label in taken:
+        k += 1
+        label = f"{base}-{k}"
+    taken.add(label)
+    return label
+
+
+def tex_caption(t: Table) -> str:
+    """The paper's name for the table and its full title: ``Table 3(a) of the paper (Mask R-CNN,
+    R50-FPN, 1x schedule), ours: coco/R50-FPN-1x; dataset: ...``; the paper's own numbers say so."""
+    panels = paper.panels_of(t.protocol, (r.source for r in t.rows))
+    title = title_of(t).replace(" | ", "; ")
+    if not panels:
+        return _tex(title + ".")
+    named = " / ".join(paper.printed_name(p.id) for p in panels)
+    if all(r.source != "runs" for r in t.rows):
+        return _tex(f"{named} of the paper, as printed: {title.split(': ', 1)[-1]}.")
+    return _tex(f"Our runs as {named} of the paper ({panels[0].caption}): {title}.")
+
+
+def _tex_cell(row: Row, metric: str) -> str:
+    r"""``40.6{\scriptsize$\pm$0.2} \textcolor{...}{($\uparrow$0.9)}``: the value a plain decimal, the gap in colour
+    when ``|gap| > 0.5`` (green up, red down), as the paper prints it."""
+    value = fmt_value(row.stats.get(metric))
+    if "±" in value:
+        mean, std = value.split("±")
+        value = f"{mean}{{\\scriptsize$\\pm${std}}}"
+    gap = fmt_gap(row.gaps.get(metric), r"$\uparrow$", r"$\downarrow$")
+    if gap and highlighted(row.gaps.get(metric)):
+        gap = f"\\textcolor{{{'green!50!black' if row.gaps[metric] > 0 else 'red'}}}{{{gap}}}"
+    return value + (f" {gap}" if gap else "")
+
+
+# scales the tabular down to the text width only when it is wider (\width: its natural width)
+FIT_TO_LINE = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%"
+
+
 def to_latex(tables: list[Table]) -> str:
-    parts = ["% needs \\usepackage{xcolor}; gaps with |gap| > 0.5 AP coloured as in the paper"]
+    r"""One ``table`` float per table: booktabs rules, a caption naming the paper's table and the
+    full title, a label to ``\ref``; notes as comments under it. Preamble: booktabs, xcolor, graphicx."""
+    parts = ["% infomin-det report: needs \\usepackage{booktabs}, \\usepackage{xcolor} and \\usepackage{graphicx}\n"
+             "% in the preamble; gaps with |gap| > 0.5 AP coloured as in the paper (green up, red down);\n"
+             "% a table wider than the text is scaled down to \\linewidth, a narrower one is left as it is"]
+    taken: set[str] = set()
     for t in tables:
         if not t.rows:
             parts.append(f"% {_tex(title_of(t))}: no finished runs" + "".join(f"\n% {_tex(n)}" for n in notes(t)))
             continue
-        cols = "ll" + "c" * (len(t.metrics) + 1)
-        lines = [f"% {_tex(title_of(t))}", f"\\begin{{tabular}}{{{cols}}}", "\\hline",
-                 " & ".join(_tex(h) for h in header(t)) + r" \\", "\\hline"]
+        heads = ["weights", "source", "$n$"] + [tex_metric(m) for m in t.metrics]
+        lines = ["\\begin{table}[t]", "\\centering", "\\small", "\\setlength{\\tabcolsep}{4pt}",
+                 f"\\caption{{{tex_caption(t)}}}", f"\\label{{{tex_label(t, taken)}}}", FIT_TO_LINE,
+                 f"\\begin{{tabular}}{{llr{'l' * len(t.metrics)}}}", "\\toprule", " & ".join(heads) + r" \\", "\\midrule"]
         for r in t.rows:
-            cells = []
-            for m in t.metrics:
-                c = _tex(cell(r, m, "\x01", "\x02")).replace("\x01", r"$\uparrow$").replace(
-                    "\x02", r"$\downarrow$").replace("±", r"$\pm$")
-                if highlighted(r.gaps.get(m)):
-                    colour = "green!50!black" if r.gaps[m] > 0 else "red"
-                    c = f"\\textcolor{{{colour}}}{{{c}}}"
-                cells.append(c)
-            lines.append(" & ".join([_tex(row_label(r)), _tex(row_source(r)), _tex(row_n(r))] + cells) + r" \\")
-        lines += ["\\hline", "\\end{tabular}"] + [f"% {_tex(n)}" for n in notes(t)]
+            cells = [_tex(row_label(r)), _tex(row_source(r)), _tex(row_n(r))] + [_tex_cell(r, m) for m in t.metrics]
+            lines.append(" & ".join(cells) + r" \\")
+            if r.is_baseline and r is not t.rows[-1]:
+                lines.append("\\midrule")
+        lines += ["\\bottomrule", "\\end{tabular}}", "\\end{table}"] + [f"% {_tex(n)}" for n in notes(t)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
