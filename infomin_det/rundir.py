@@ -24,6 +24,7 @@ from infomin_det.errors import UserError
 RUN_JSON = "run.json"
 FINAL_RESULTS = "final_results.json"       # the final evaluation's results (the trainer writes it)
 CUSTOM_PREFIX = "custom-"    # the variant of a run trained from a user's config file: custom-<file stem>
+RANDOM_INIT = "random"       # weights name (row) of runs from no pretrained weights; also its --weights spelling
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -59,6 +60,17 @@ class RunInfo:
         d = json.loads((Path(out_dir) / RUN_JSON).read_text())
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def is_random_init(weights: str) -> bool:
+    """Whether ``--weights`` asks for no pretrained weights: ``random`` (every command), or the
+    older spellings ``none`` and ``''``. Internally such a run's weights are ``''``."""
+    return weights in ("", "none", RANDOM_INIT)
+
+
+def weights_name_of(weights: str) -> str:
+    """The default row name of ``weights``: ``random`` for random init, else the file's stem."""
+    return RANDOM_INIT if is_random_init(weights) else Path(weights).stem
 
 
 def custom_variant(config_file: str) -> str:

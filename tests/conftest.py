@@ -9,6 +9,18 @@ from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture: the loo
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``detectron2`` skip, saying so, where Detectron2 is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("detectron2") is not None:
+        return
+    skip = pytest.mark.skip(reason="detectron2 is not installed (tests of the training path)")
+    for item in items:
+        if "detectron2" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_coco(tmp_path_factory):
     """{"train": (json, image_dir), "val": (json, image_dir)} -- 8 + 4 images of 128 px."""

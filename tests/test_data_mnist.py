@@ -16,6 +16,8 @@ import pytest
 from infomin_det.data import mnist
 from infomin_det.errors import UserError
 
+pytestmark = pytest.mark.network  # the first run downloads into the cache (Debian packages / the npm MNIST package)
+
 
 @pytest.fixture(scope="module")
 def entry():

@@ -2,7 +2,7 @@
 
 import json
 
-from infomin_det.demo.pipeline import QUICK, run_demo
+from infomin_det.demo.pipeline import QUICK, claim_check, run_demo
 
 
 def test_quick_demo_runs_every_step(tmp_path):
@@ -15,10 +15,11 @@ def test_quick_demo_runs_every_step(tmp_path):
     assert set(rows) == {"random", "infomin-r18", "supervised-r18"}
     for row in rows.values():
         assert row["n"] == QUICK.seeds
-        assert "bbox/AP" in row["stats"]  # every run was evaluated (NaN: nothing detected at this size)
-    assert summary["claim"].keys() == {"bbox/AP", "segm/AP"}
-    for c in summary["claim"].values():
-        assert c["holds"] is (c["gap"] is not None and c["gap"] > c["two_std"])
+        ap = row["stats"]["bbox/AP"]          # every run was evaluated, and detected something
+        assert ap["mean"] is not None and 0.0 <= ap["mean"] <= 100.0 and ap["std"] is not None, row
+    # the claim is the checker's verdict on the very report the demo wrote (the checker's own
+    # arithmetic is pinned case by case in test_demo_claim.py)
+    assert summary["claim"] == claim_check(summary["report"]) and summary["claim"].keys() == {"bbox/AP", "segm/AP"}
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert saved["timings_s"].keys() == {"data", "pretrain", "convert+verify", "fine-tune", "report"}
     assert (tmp_path / "demo" / "gaps.png").stat().st_size > 0

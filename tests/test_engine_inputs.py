@@ -20,6 +20,8 @@ import pytest
 from infomin_det.engine.dataset_check import check_dataset, parse_spec, rle_totals
 from infomin_det.errors import UserError
 
+pytestmark = pytest.mark.detectron2  # builds Detectron2 configs / models
+
 PROTOCOL = "coco/R50-FPN-1x"  # Mask R-CNN: masks required
 
 

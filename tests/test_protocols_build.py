@@ -12,6 +12,8 @@ import torch
 
 from infomin_det.protocols import FAMILIES, config_path, get_protocol, list_protocols, variants
 
+pytestmark = pytest.mark.detectron2  # builds Detectron2 configs / models
+
 LEAVES = [(p.id, f, v) for p in list_protocols() for f in FAMILIES for v in ("", *variants(p.id, f))]
 
 

@@ -65,16 +65,14 @@ def jobs(slurm_cluster, tmp_path_factory):
                 "--batch-size", "4", "--queue-size", "256", "--image-size", "32", "--workers", "0",
                 "--no-tensorboard", "--cluster", "slurm", "--processes", "2", "--timeout-min", "5", "--device", "cpu",
                 "--json"]) == 0
+    _interrupt(slurm_cluster, exps["preempt"], *preempt)      # here, whichever test comes first
     return {"exps": exps, "array": array, "ddp": ddp, "preempt": preempt, "killed": killed,
             "pretrain": root / "pretrain"}
 
 
-@pytest.fixture(scope="module")
-def interrupted(jobs, slurm_cluster):
+def _interrupt(slurm_cluster, exp, usr2, requeue):
     """Once both runs have trained 2 iterations: USR2 (preemption) to one, ``scontrol requeue`` (what a
     node failure does: the original pickle is replayed, no checkpoint() call) to the other."""
-    exp = jobs["exps"]["preempt"]
-    usr2, requeue = jobs["preempt"]
     end = time.time() + 120
     for key in ("usr2", "requeue"):
         out = exp / "toy" / key
@@ -83,6 +81,13 @@ def interrupted(jobs, slurm_cluster):
             time.sleep(0.2)
     slurm_cluster.run("scancel", "--signal=USR2", usr2.job_id)
     slurm_cluster.run("scontrol", "requeue", requeue.job_id)
+
+
+@pytest.fixture(scope="module")
+def interrupted(jobs, slurm_cluster):
+    """The two interrupted runs, once they have finished: their status and SLURM's record of them."""
+    exp = jobs["exps"]["preempt"]
+    usr2, requeue = jobs["preempt"]
     states = wait_for(exp, lambda s: all(st.state in ("done", "failed") for st in s.values()))
     # the scheduler's own record of each attempt (a requeued job keeps its id; --duplicates lists both;
     # the second may still be RUNNING for a moment after the result is written)
@@ -91,7 +96,6 @@ def interrupted(jobs, slurm_cluster):
     return states, history
 
 
-# first in the module: the signals must reach the jobs while they are still training
 def test_usr2_preemption_requeues_and_resumes_without_losing_or_repeating_work(jobs, interrupted):
     states, history = interrupted
     assert history["toy/usr2"][0] == "REQUEUED" and len(history["toy/usr2"]) == 2, history  # requeued once, by SLURM

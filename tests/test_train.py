@@ -74,32 +74,6 @@ def test_forced_mismatch_leaves_backbone_unloaded_and_is_refused(tiny_coco, weig
                            allow_mismatch=("MODEL.RESNETS.DEPTH",)))
 
 
-@pytest.mark.parametrize("protocol,tasks", [("coco/R50-C4-1x", {"bbox", "segm"}),
-                                            ("coco/Cascade-R101-FPN-1x", {"bbox", "segm"}),
-                                            ("voc/R50-C4-24k", {"bbox"})])
-def test_other_meta_architectures_train_and_evaluate(tiny_coco, weights, tmp_path, protocol, tasks):
-    """C4 (ExtraNorm head), Cascade, Faster C4 (VOC protocol; COCO-format tiny set, pycocotools eval)."""
-    from infomin_det.engine.trainer import train_worker
-
-    spec = _spec(tiny_coco, weights, tmp_path / "r", protocol=protocol)
-    spec = dataclasses.replace(spec, opts=TINY + ("MODEL.RESNETS.DEPTH", "50"))  # the tiny R-50 weights
-    results = train_worker(spec)
-    assert set(results) == tasks
-    assert any("bbox/AP" in l for l in (tmp_path / "r" / "metrics.json").read_text().splitlines())
-
-
-def test_two_process_gloo_syncbn_run(tiny_coco, weights, tmp_path):
-    from infomin_det.cli import main
-
-    ds = "coco-json:{}:{}:{}:{}".format(*tiny_coco["train"], *tiny_coco["val"])
-    rc = main(["train", "--protocol", "coco/R50-FPN-1x", "--weights", str(weights), "--dataset", ds,
-               "--output-dir", str(tmp_path / "r"), "--num-processes", "2", "--threads", "1", *TINY])
-    assert rc == 0
-    cfg = (tmp_path / "r" / "config.yaml").read_text()
-    assert "naiveSyncBN" in cfg
-    assert json.loads((tmp_path / "r" / "final_results.json").read_text())["bbox"]
-
-
 @pytest.mark.parametrize("world,batch,lr,max_iter,steps", [(8, 16, 0.02, 90000, (60000, 80000)),
                                                           (4, 8, 0.01, 180000, (120000, 160000)),
                                                           (1, 2, 0.0025, 720000, (480000, 640000))])

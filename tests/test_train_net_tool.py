@@ -5,9 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detectron2.engine import default_argument_parser
+import pytest
 
-from transfer_configs import ROOT
+pytest.importorskip("detectron2", reason="tools/train_net.py is Detectron2's")
+from detectron2.engine import default_argument_parser  # noqa: E402
+
+from transfer_configs import ROOT  # noqa: E402
+
+pytestmark = pytest.mark.detectron2
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "train_net.py"
 

@@ -10,15 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from caches import private_cache
 import torch
 from PIL import Image
 
 from infomin_det.cli import main as cli
-from infomin_det.data.debian import debian_dir
 from infomin_det.errors import UserError
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from pretrain.views import sweep as sw
 
+pytestmark = pytest.mark.network  # the labelled set is built from Debian packages (downloaded on the first run)
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--image-size", "32", "--batch-size", "32", "--steps", "20", "--n-train-per-class", "4",
          "--n-val-per-class", "4", "--probe-steps", "30", "--no-progress"]
@@ -26,9 +27,8 @@ SMALL = ["--image-size", "32", "--batch-size", "32", "--steps", "20", "--n-train
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A cache root of its own (the labelled set is built there) sharing the unpacked packages."""
-    root = tmp_path_factory.mktemp("cache")
-    (root / "debian").symlink_to(debian_dir())
+    """A cache root of its own (the labelled set is built there) with the unpacked packages hard-linked."""
+    root = private_cache(tmp_path_factory.mktemp("cache"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INFOMIN_DET_CACHE", str(root))
         yield root

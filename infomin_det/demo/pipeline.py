@@ -256,7 +256,9 @@ def claim_check(report: dict, row: str = "infomin-r18", baseline: str = "random"
 
 def _result(run: Path) -> dict:
     """The worker's result of a finished launcher run (``launch_result.json``)."""
-    path = run / "launch_result.json"
+    from infomin_det.launch.task import RESULT_FILE
+
+    path = run / RESULT_FILE
     if not path.is_file():
-        raise UserError(f"{run} has no launch_result.json (the run did not finish)", f"see the logs under {run}")
+        raise UserError(f"{run} has no {RESULT_FILE} (the run did not finish)", f"see the logs under {run}")
     return json.loads(path.read_text())["result"]

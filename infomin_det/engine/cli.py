@@ -18,7 +18,7 @@ from pathlib import Path
 
 from infomin_det.dist import DEVICES, check_local_processes, cores, resolve_device
 from infomin_det.engine.spec import TrainSpec
-from infomin_det.rundir import run_dir
+from infomin_det.rundir import is_random_init, run_dir, weights_name_of
 
 TRAIN_WORKER = "infomin_det.engine.trainer:train_worker"
 EXIT_PREEMPTED = 75                     # EX_TEMPFAIL: try again (the run resumes)
@@ -26,7 +26,7 @@ EXIT_PREEMPTED = 75                     # EX_TEMPFAIL: try again (the run resume
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", required=True, help="protocol id, e.g. coco/R50-FPN-1x (see `infomin-det protocols`)")
-    parser.add_argument("--weights", required=True, help="converted .pkl, detectron2:// catalog URL, or 'none' (random init)")
+    parser.add_argument("--weights", required=True, help="converted .pkl, detectron2:// catalog URL, or 'random' (random init)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run (>= 0; default 0)")
     parser.add_argument("--family", choices=("ssl", "supervised", "random"), default=None,
                         help="override the family chosen from the weights' metadata")
@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> TrainSpec:
-    name = args.weights_name or (Path(args.weights).stem if args.weights not in ("", "none") else "random")
+    name = args.weights_name or weights_name_of(args.weights)
     opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
-    spec = TrainSpec(args.protocol, args.weights, "", weights_name=name, seed=args.seed, experiment=args.experiment,
+    weights = "" if is_random_init(args.weights) else args.weights
+    spec = TrainSpec(args.protocol, weights, "", weights_name=name, seed=args.seed, experiment=args.experiment,
                      opts=tuple(opts), dataset=args.dataset, allow_mismatch=tuple(args.allow_mismatch),
                      eval_only=args.eval_only, num_processes=args.num_processes, family=args.family or "",
                      variant=args.variant, device=args.device,

@@ -3,7 +3,7 @@ runtime adaptation (device, norms and linear scaling for the process count), and
 weights-metadata cross-check.
 
 Family from the weights: ``""``/``none`` -> random; a ``detectron2://`` catalog URL or caffe2
-convention -> supervised; torchvision convention -> ssl (``spec.extra["family"]`` overrides).
+convention -> supervised; torchvision convention -> ssl (``spec.family`` overrides).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError
 from infomin_det.protocols import config_path, family_for_weights
 from infomin_det.engine.weights_check import cfg_value, check_weights, weights_meta
+from infomin_det.rundir import is_random_init
 from infomin_det.weights_meta import WeightsMeta
 
 NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
@@ -190,9 +191,9 @@ def base_config(spec: TrainSpec, family: str) -> CfgNode:
 def build_config(spec: TrainSpec, world: int | None = None) -> tuple[CfgNode, str, WeightsMeta | None]:
     """(frozen cfg, family, weights metadata) for ``spec`` run by ``world`` processes (default: the
     current process group's size) -- the config exactly as it will run (device, norms, scaling)."""
-    weights = "" if spec.weights in ("", "none") else spec.weights
+    weights = "" if is_random_init(spec.weights) else spec.weights
     meta = weights_meta(weights) if weights else None
-    family = spec.family or spec.extra.get("family") or family_for_weights(meta, weights)
+    family = spec.family or family_for_weights(meta, weights)
     if spec.config_file and spec.variant:
         raise UserError(f"--config-file and --variant {spec.variant} both say what to train",
                         "give one: your config file, or a named variant of the protocol's leaf")

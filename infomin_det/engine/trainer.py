@@ -52,7 +52,7 @@ from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError
 from infomin_det.filehash import sha256_file
 from infomin_det.protocols import get_protocol
-from infomin_det.rundir import RunInfo
+from infomin_det.rundir import RunInfo, weights_name_of
 
 logger = logging.getLogger("infomin_det")
 CONFIG = "config.yaml"
@@ -234,7 +234,7 @@ def _run_info(spec: TrainSpec, cfg, family: str, meta, world: int, resumed: bool
     sha = sha256_file(weights) if weights and Path(weights).is_file() else ""
     dump = cfg.dump()
     leaf = leaf_config(spec.protocol, family, spec.variant)
-    return RunInfo(spec.experiment, spec.protocol, family, spec.weights_name or _weights_name(spec.weights),
+    return RunInfo(spec.experiment, spec.protocol, family, spec.weights_name or weights_name_of(spec.weights),
                    spec.weights, spec.seed, ",".join(get_protocol(spec.protocol).panels), list(sys.argv),
                    {"world_size": world, "device": cfg.MODEL.DEVICE, "resumed": resumed,
                     "resumed_from_iter": start_iter, "weights_arch": meta.arch.name if meta else ""},
@@ -323,5 +323,3 @@ def _evaluate_only(cfg, out: Path, rank: int) -> dict:
     return results if comm.is_main_process() else {}
 
 
-def _weights_name(weights: str) -> str:
-    return Path(weights).stem if weights not in ("", "none") else "random"

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from infomin_det.errors import UserError
+from infomin_det.rundir import is_random_init
 from infomin_det.weights_meta import CATALOG, WeightsMeta
 
-RANDOM = ("", "none")
 NORM_KEY = "MODEL.RESNETS.NORM"
 # BN-fused weights carry a per-channel scale and bias only (the statistics were folded in): any BN
 # layer takes them -- FrozenBN as they are, (Sync)BN with statistics re-estimated from the batches
@@ -24,16 +24,12 @@ NORM_KEY = "MODEL.RESNETS.NORM"
 BN_NORMS = ("FrozenBN", "BN", "SyncBN", "naiveSyncBN", "naiveSyncBN_N", "nnSyncBN")
 
 
-def is_random(weights: str) -> bool:
-    return weights in RANDOM
-
-
 def weights_meta(weights: str) -> WeightsMeta | None:
     """Metadata of ``weights`` (None for random init or a file/URL without metadata).
 
     Raises UserError for a missing file or one Detectron2 would misread.
     """
-    if is_random(weights):
+    if is_random_init(weights):
         return None
     if weights.startswith(("detectron2://", "catalog://")):
         return CATALOG.get(weights)
@@ -97,7 +93,7 @@ def mismatches(cfg: Any, meta: WeightsMeta) -> list[tuple[str, Any, Any]]:
 def check_weights(cfg: Any, weights: str, meta: WeightsMeta | None, allow: Iterable[str] = ()) -> list[str]:
     """Raise one UserError listing every mismatch not allowed; returns the accepted (allowed) ones."""
     allow = set(allow)
-    if is_random(weights):
+    if is_random_init(weights):
         return []
     if meta is None:
         if "all" in allow:

@@ -27,7 +27,8 @@ from infomin_det.dist import DEVICES
 from infomin_det.errors import UserError
 from infomin_det.report.reproduction import REPRODUCTION_FILE
 from infomin_det.launch.status_cli import check_watch
-from infomin_det.launch.submit_cli import (RANDOM, TRAIN_WORKER, add_submit_flags, add_executor_arguments, parse_overrides,
+from infomin_det.rundir import RANDOM_INIT
+from infomin_det.launch.submit_cli import (TRAIN_WORKER, add_submit_flags, add_executor_arguments, parse_overrides,
                                            parse_seeds, parse_weights, submission_request, submit_planned,
                                            wait_for_runs)
 
@@ -98,7 +99,7 @@ def plan_runs(table: str, weights: list[str], baselines: list[str] | None,
         rows = plan.setdefault(p.protocol, [])
         for b in wanted:
             if p.row(b) is not None and all(n != b for n, _ in rows):
-                rows.append((b, "" if b == RANDOM else supervised_weights(p.protocol)))
+                rows.append((b, "" if b == RANDOM_INIT else supervised_weights(p.protocol)))
         for name, w in own:
             if all(n != name for n, _ in rows):
                 rows.append((name, w))

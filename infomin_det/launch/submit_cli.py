@@ -31,9 +31,9 @@ from infomin_det.filehash import sha256_file
 from infomin_det.launch.submit import submit_tasks
 from infomin_det.launch.status_cli import add_watch, check_watch
 from infomin_det.launch.task import DistributedTask
+from infomin_det.rundir import RANDOM_INIT, is_random_init
 
 TRAIN_WORKER = "infomin_det.engine.trainer:train_worker"
-RANDOM = "random"
 URL_SCHEMES = ("detectron2://", "catalog://", "http://", "https://")
 CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*")      # SEED, SOLVER.MAX_ITER
 DOTTED_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")      # an override swallowed by --weights / --seeds
@@ -128,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="protocol ids, e.g. coco/R50-FPN-1x (see infomin-det protocols)")
     parser.add_argument("--weights", nargs="+", required=True, metavar="W",
                         help="converted .pkl files, NAME=PATH to name the row, detectron2:// URLs, or "
-                             f"'{RANDOM}' for random init")
+                             f"'{RANDOM_INIT}' for random init")
     parser.add_argument("--seeds", nargs="+", default=["0"], metavar="K", help="seeds, whole numbers >= 0 (default: 0)")
     parser.add_argument("--dataset", default="",
                         help="coco-json:<train.json>:<train_images>:<val.json>:<val_images> (default: the "
@@ -186,12 +186,12 @@ def parse_weights(items: list[str]) -> list[tuple[str, str]]:
         if not sep or Path(item).is_file():     # a path that itself contains '='
             name, value = "", item
         if not value:
-            raise UserError(f"--weights {item!r} names no weights", f"NAME=PATH, a .pkl path or '{RANDOM}'")
-        if value == RANDOM:
-            out.append((check_name("weights", name or RANDOM), ""))
+            raise UserError(f"--weights {item!r} names no weights", f"NAME=PATH, a .pkl path or '{RANDOM_INIT}'")
+        if is_random_init(value):
+            out.append((check_name("weights", name or RANDOM_INIT), ""))
             continue
-        if name == RANDOM:
-            raise UserError(f"--weights {item!r}: the row name {RANDOM!r} is kept for random init",
+        if name == RANDOM_INIT:
+            raise UserError(f"--weights {item!r}: the row name {RANDOM_INIT!r} is kept for random init",
                             "give these weights another NAME")
         if "://" in value:
             if not value.startswith(URL_SCHEMES):
@@ -201,7 +201,7 @@ def parse_weights(items: list[str]) -> list[tuple[str, str]]:
             p = Path(value)
             if not p.exists():
                 raise UserError(f"weights file {value} does not exist",
-                                f"give a converted .pkl (infomin-det convert), a detectron2:// URL or '{RANDOM}'")
+                                f"give a converted .pkl (infomin-det convert), a detectron2:// URL or '{RANDOM_INIT}'")
             if not p.is_file():
                 raise UserError(f"weights {value} is not a file", "give the converted .pkl file itself")
             if not os.access(p, os.R_OK):

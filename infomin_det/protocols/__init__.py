@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infomin_det.errors import UserError
+from infomin_det.rundir import RANDOM_INIT, is_random_init
 from infomin_det.weights_meta import TORCHVISION, WeightsMeta
 from transfer_configs import ROOT as CONFIG_ROOT
 
@@ -131,8 +132,8 @@ def family_for_weights(meta: WeightsMeta | None, weights: str) -> str:
 
     Weights without metadata cannot be classified: the caller must refuse them or be told the family.
     """
-    if weights in ("", "none"):
-        return "random"
+    if is_random_init(weights):
+        return RANDOM_INIT
     if meta is None:
         raise UserError(f"cannot tell the weight family of {weights!r}: it carries no infomin-det metadata",
                         "convert it with `infomin-det convert`, or pass --family ssl|supervised")

@@ -45,7 +45,7 @@ from typing import Any
 from infomin_det.errors import UserError
 from infomin_det.protocols import FAMILIES, REFERENCE_BATCH, Protocol, list_protocols
 from infomin_det.report.parse import ParseError, short
-from infomin_det.rundir import CUSTOM_PREFIX, RUN_JSON, RunInfo, check_name
+from infomin_det.rundir import CUSTOM_PREFIX, RANDOM_INIT, RUN_JSON, RunInfo, check_name, is_random_init
 
 PROTOCOLS: dict[str, Protocol] = {p.id: p for p in list_protocols()}
 _SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -450,7 +450,8 @@ def _layout(d: Path) -> tuple[str, str, str, int | None, str]:
 
 
 def _is_random_name(name: str) -> bool:
-    return re.sub(r"[^a-z0-9]", "", name.lower()) == "random"
+    """A row name that says random init, however spelled (``Random``, ``random_``)."""
+    return re.sub(r"[^a-z0-9]", "", name.lower()) == RANDOM_INIT
 
 
 def identify(d: Path) -> Identity:
@@ -480,7 +481,7 @@ def identify(d: Path) -> Identity:
         agree("seed", ("run.json", info.seed), ("the directory", lay_seed), ("config.yaml SEED", cfg_seed))
         ident = Identity(info.protocol, info.weights_name, info.seed, info.family, info.variant, info.experiment)
         if cfg is not None:
-            given = "" if info.weights_path in ("", "none") else info.weights_path
+            given = "" if is_random_init(info.weights_path) else info.weights_path
             if given and given != cfg.weights:
                 clash.append(f"weights file: run.json says {given}, config.yaml MODEL.WEIGHTS={cfg.weights or '(none)'}")
             if (info.family == "random" or _is_random_name(info.weights_name)) and cfg.weights:

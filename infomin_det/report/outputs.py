@@ -29,10 +29,13 @@ from typing import Callable
 
 from infomin_det.atomic import atomic_write
 from infomin_det.errors import UserError
+from infomin_det.launch.registry import LAUNCH_DIR, REGISTRY
+from infomin_det.launch.task import STATE_FILE
 from infomin_det.progress import PROGRESS_FILE
+from infomin_det.rundir import FINAL_RESULTS, RUN_JSON
 
-PROTECTED = ("metrics.json", "run.json", "config.yaml", "log.txt", "last_checkpoint", "final_results.json",
-             "registry.json", "launch_*.json", PROGRESS_FILE, "*.pth", "*.pkl", "events.out.tfevents.*")
+PROTECTED = ("metrics.json", RUN_JSON, "config.yaml", "log.txt", "last_checkpoint", FINAL_RESULTS, REGISTRY,
+             "launch_*.json", PROGRESS_FILE, "*.pth", "*.pkl", "events.out.tfevents.*")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Target:
     flag: str
 
 
-_RUN_OWN = ("metrics.json", "run.json", "launch_state.json", "log.txt", "config.yaml", "last_checkpoint")
+_RUN_OWN = ("metrics.json", RUN_JSON, STATE_FILE, "log.txt", "config.yaml", "last_checkpoint")
 
 
 def _protected(name: str) -> str | None:
@@ -82,7 +85,7 @@ def check_target(given: str, flag: str) -> Target:
         if set(held) - {"config.yaml", "last_checkpoint"}:
             raise refuse(f"{d} is a run directory (it holds {', '.join(held)}); the report never writes "
                          "into a run")
-        if d.name == "launch" and (d / "registry.json").exists():
+        if d.name == LAUNCH_DIR and (d / REGISTRY).exists():
             raise refuse(f"{d} is an experiment's launcher directory")
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{resolved.name}.", suffix=".probe", dir=parent)

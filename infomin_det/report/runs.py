@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infomin_det.errors import UserError
+from infomin_det.launch.registry import LAUNCH_DIR, REGISTRY
 from infomin_det.launch.task import STATE_FILE
 from infomin_det.rundir import FINAL_RESULTS
 from infomin_det.report.identity import MAX_RECORD, UNKNOWN_DATASET, Dataset, identify
@@ -39,7 +40,6 @@ from infomin_det.report.parse import Metrics, ParseError, read_log, read_metrics
 
 RUN_FILES = ("metrics.json", "log.txt", "run.json")
 RUN_MARKERS = RUN_FILES + (STATE_FILE,)
-REGISTRY = Path("launch") / "registry.json"
 DEFAULT_ROOT = "runs"
 MAX_DIRS = 100_000
 MAX_REGISTRY = 1 << 28
@@ -171,7 +171,7 @@ def _run_dirs(top: Path, given: str | os.PathLike):
 
 def _registry_pending(top: Path, known: set[Path]) -> list[Run]:
     """Registered runs of the experiment at ``top`` whose directory has no results files yet."""
-    reg = top / REGISTRY
+    reg = top / LAUNCH_DIR / REGISTRY
     if not reg.exists():
         return []
     fix = "restore it or move it away; the report then walks the directories"
