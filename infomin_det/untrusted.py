@@ -6,6 +6,9 @@ pickle and run record is untrusted input.
   lifts it (explicit user choice only). Failures are :class:`UserError` with cause and fix.
 * :func:`pickle_load` -- a restricted unpickler for Detectron2 / Caffe2 ``.pkl`` weights: numpy
   arrays and scalars and plain containers, nothing else (no code runs from a hostile pickle).
+* :func:`pickle_first_entry` -- the value of a pickled dict's FIRST entry (a weights file's metadata),
+  built by that same unpickler from a bounded prefix of the stream; nothing after it (and the next
+  key) is read.
 * :func:`child_path` -- a name read from a file (``last_checkpoint``, a registry entry) resolved
   inside the directory it belongs to, or refused: no ``..``, no absolute path, no symlink out.
 * :func:`read_json` -- a JSON record as a dict, or a UserError naming the file.
@@ -19,6 +22,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,19 +76,172 @@ _PICKLE_ALLOWED = {
 }
 
 
+class PickleGlobalError(pickle.UnpicklingError):
+    """A pickle names a global (a class or function) outside the allow-list."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Admits numpy arrays/scalars/dtypes and plain containers; refuses every other global."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _PICKLE_ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a weights file")
+        raise PickleGlobalError(f"global '{module}.{name}' is not allowed in a weights file")
 
 
 def pickle_load(f: BinaryIO, encoding: str = "latin1") -> Any:
     """``pickle.load`` through :class:`RestrictedUnpickler` (raises ``pickle.UnpicklingError``)."""
     return RestrictedUnpickler(f if isinstance(f, io.BufferedIOBase) else io.BufferedReader(f),
                                encoding=encoding).load()
+
+
+PICKLE_HEAD_LIMIT = 1 << 20
+"""Most bytes :func:`pickle_first_entry` reads by default: a weights file's metadata is a few KiB."""
+_MEMO_OPS = frozenset({"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"})
+_STR_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})
+_BATCH = 1000   # pickle's _BATCHSIZE: CPython writes a dict's items in SETITEMS batches of at most this many
+
+
+class PickleLimitError(pickle.UnpicklingError):
+    """A value did not end within the bytes its reader allowed itself."""
+
+
+class _Capped:
+    """A read-only view of ``f`` that hands out at most ``limit`` bytes and keeps what it handed out."""
+
+    def __init__(self, f: BinaryIO, limit: int):
+        self._f, self._left = f, limit
+        self.data = bytearray()
+        self.eof = self.capped = False   # a read came back short: the file ended / the limit cut it
+
+    def _took(self, b: bytes, short: bool, cut: bool) -> bytes:
+        self.data += b
+        self._left -= len(b)
+        self.eof |= short
+        self.capped |= cut and not short
+        return b
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._left + 1 if n is None or n < 0 else n
+        allowed = min(want, self._left)
+        b = self._f.read(allowed)
+        return self._took(b, len(b) < allowed, allowed < want)
+
+    def readline(self) -> bytes:   # protocol-0 opcodes end their argument with a newline
+        allowed = self._left
+        b = self._f.readline(allowed)
+        ended = b.endswith(b"\n")
+        return self._took(b, not ended and len(b) < allowed, not ended and len(b) == allowed)
+
+    def tell(self) -> int:
+        return len(self.data)
+
+
+def pickle_first_entry(f: BinaryIO, key: str, then: str | None = None,
+                       limit: int = PICKLE_HEAD_LIMIT) -> tuple[bool, Any]:
+    """``(True, value)`` of ``key`` if the pickle read from ``f`` (at its start) is a dict whose first
+    entry is ``key`` (and whose second is keyed ``then``, if given) -- reading the stream only up to the
+    end of that value and the next key, ``limit`` bytes at most.
+
+    Both dicts must be laid out as CPython's pickler writes a dict of two or more items: EMPTY_DICT,
+    then MARK ... SETITEMS batches of 1000 items but the last, which is shorter (the C pickler adds an
+    empty one after 1000·k items). Anything else -- another first or second key, not a dict, a value
+    dict with an item set alone (one item; the pure-Python pickler's last item, or its 1000·k items,
+    which a reader cannot tell from the next entry) -- gives ``(False, None)``: only a full read can
+    tell. The opcodes are scanned, not executed (``pickletools``); then the dict's opening and the
+    value's bytes, alone, are unpickled by
+    :class:`RestrictedUnpickler` (the same allow-list as every weights file). Raises ``EOFError`` when
+    the stream ends inside the value, :class:`PickleLimitError` when the value does not end within
+    ``limit`` bytes, :class:`PickleGlobalError` for a global outside the allow-list, and
+    ``pickle.UnpicklingError`` (or what the unpickler raises) for bytes that are no pickle.
+    """
+    src = _Capped(f, limit)
+    ops = pickletools.genops(src)
+
+    def step() -> tuple[Any, Any, bytes]:
+        while True:
+            try:
+                op, arg, pos = next(ops)
+            except StopIteration:   # after STOP (handled below): nothing more
+                raise pickle.UnpicklingError("the pickle ends inside the value") from None
+            except ValueError as e:  # pickletools: short argument, unknown opcode, bad encoding
+                if src.eof:
+                    raise EOFError(f"the file ends inside the pickle ({e})") from None
+                if src.capped:
+                    raise PickleLimitError(f"'{key}' does not end within the first {limit} bytes") from None
+                raise pickle.UnpicklingError(f"not a pickle stream: {e}") from None
+            if op.name != "FRAME":   # framing only groups the bytes; the unpickler needs none of it
+                return op, arg, bytes(src.data[pos:src.tell()])
+
+    def opening() -> tuple[bytearray, bytes] | None:
+        """The bytes up to the value (PROTO, the dict, its MARK, ``key``) and the value's first op."""
+        head = bytearray()
+        op, arg, raw = step()
+        if op.name == "PROTO":
+            head += raw
+            op, arg, raw = step()
+        if op.name != "EMPTY_DICT":
+            return None
+        head += raw
+        op, arg, raw = step()
+        while op.name in _MEMO_OPS:
+            head += raw
+            op, arg, raw = step()
+        if op.name != "MARK":        # one entry only (SETITEM), or not a dict of entries at all
+            return None
+        head += raw
+        op, arg, raw = step()
+        if op.name not in _STR_OPS or arg != key:
+            return None
+        head += raw
+        op, arg, raw = step()
+        while op.name in _MEMO_OPS:
+            head += raw
+            op, arg, raw = step()
+        return (head, raw) if op.name == "EMPTY_DICT" else None
+
+    try:
+        found = opening()
+    except (EOFError, pickle.UnpicklingError):    # damaged before ``key``: the full read says how
+        found = None
+    if found is None:
+        return False, None
+    head, raw = found
+    value = bytearray(raw)
+    depth, marks = 1, []            # stack items the value has pushed; their depths at each open MARK
+    while True:
+        op, arg, raw = step()
+        if op.name == "STOP":
+            raise pickle.UnpicklingError("the pickle ends inside the value")
+        if not marks and op.name not in _MEMO_OPS and op.name != "MARK":
+            return False, None      # the value dict filled item by item, or gone: not the batched layout
+        value += raw
+        before, after = op.stack_before, op.stack_after
+        if pickletools.markobject in before:
+            at = marks.pop()            # (not empty: at the value's own level only MARK and memo ops pass)
+            items = depth - at
+            depth = at - before.index(pickletools.markobject)
+            if not marks:       # closes a batch of the value dict itself
+                if op.name != "SETITEMS" or depth != 0:
+                    return False, None
+                depth = 1
+                if items < 2 * _BATCH:
+                    break       # CPython's last batch: the value is complete
+                continue
+        else:
+            depth -= len(before)
+        if depth < (marks[-1] if marks else 0):
+            return False, None  # pops below its MARK / what the value pushed: not laid out as expected
+        if pickletools.markobject in after:
+            marks.append(depth)
+        else:
+            depth += len(after)
+    if then is not None:
+        op, arg, raw = step()
+        if op.name not in _STR_OPS or arg != then:
+            return False, None
+    mini = bytes(head + value) + pickle.SETITEMS + pickle.STOP     # {key: value}, memo indices as in f
+    return True, RestrictedUnpickler(io.BytesIO(mini), encoding="latin1").load()[key]
 
 
 # ---------------------------------------------------------------------------------------------

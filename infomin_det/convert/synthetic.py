@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import torch
 
-from infomin_det.convert.layouts import PRETRAIN_FORMAT, PRETRAIN_FORMAT_VERSION
 from infomin_det.convert.reference import TVTrunk
+from infomin_det.pretrain_format import PRETRAIN_FORMAT, PRETRAIN_FORMAT_VERSION
 from infomin_det.weights_meta import ResNetArch
 
 Trunk = dict[str, torch.Tensor]

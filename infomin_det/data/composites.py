@@ -24,7 +24,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from infomin_det.atomic import atomic_directory
-from infomin_det.data.debian import keyed_cache_dir, read_manifest
+from infomin_det.cache import keyed_cache_dir
+from infomin_det.data.debian import read_manifest
 from infomin_det.data.photos import CUTOUT_CATEGORIES, Cutout, Photo, cutouts, photos
 
 VAL_FRACTION = 0.25

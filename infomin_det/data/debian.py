@@ -9,16 +9,15 @@ unpack), unpacked with ``dpkg-deb -x`` and described by a ``manifest.json``:
     <cache>/debian/<name>/<name>_<ver>_<arch>.deb
     <cache>/debian/<name>/root/usr/...      the unpacked package tree
 
-``<cache>`` is ``$INFOMIN_DET_CACHE`` or ``~/.cache/infomin-det``. The entry is built in a temporary
-directory and renamed into place, so a present ``manifest.json`` means a complete entry and is reused
-as is. A ``.deb`` copied by hand into ``<cache>/debian/`` is used instead of downloading (for machines
-without apt or without access to a Debian mirror). Concurrent fetches of one package (several test
-processes) are serialised with a file lock.
+``<cache>`` is :func:`infomin_det.cache.cache_dir` (``$INFOMIN_DET_CACHE`` or ``~/.cache/infomin-det``).
+The entry is built in a temporary directory and renamed into place, so a present ``manifest.json``
+means a complete entry and is reused as is. A ``.deb`` copied by hand into ``<cache>/debian/`` is
+used instead of downloading (for machines without apt or without access to a Debian mirror).
+Concurrent fetches of one package (several test processes) are serialised with a file lock.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,27 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infomin_det.atomic import file_lock, write_text_atomic
+from infomin_det.cache import cache_dir
 from infomin_det.errors import UserError
 from infomin_det.filehash import sha256_file
 
 MANIFEST = "manifest.json"
-
-
-def cache_dir() -> Path:
-    """The toolkit's cache root: ``$INFOMIN_DET_CACHE`` or ``~/.cache/infomin-det`` (created)."""
-    root = Path(os.environ.get("INFOMIN_DET_CACHE") or Path.home() / ".cache" / "infomin-det")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def keyed_cache_dir(kind: str, stem: str, params: dict) -> Path:
-    """``<cache>/<kind>/<stem>-<key>`` for a set built from ``params`` (``<kind>`` created, the set
-    folder not): key = the first 16 hex digits of the sha256 of ``params`` as sorted JSON, so any
-    change of a parameter or a package version names another folder."""
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    base = cache_dir() / kind
-    base.mkdir(parents=True, exist_ok=True)
-    return base / f"{stem}-{key}"
 
 
 def debian_dir() -> Path:

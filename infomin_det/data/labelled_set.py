@@ -30,8 +30,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from infomin_det.atomic import atomic_directory
+from infomin_det.cache import keyed_cache_dir
 from infomin_det.data.composites import background_crop, package_versions, paste_cutout, split_sources
-from infomin_det.data.debian import keyed_cache_dir, read_manifest
+from infomin_det.data.debian import read_manifest
 from infomin_det.data.photos import CUTOUT_CATEGORIES
 from infomin_det.errors import UserError
 

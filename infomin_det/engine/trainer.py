@@ -157,6 +157,15 @@ def _check_loaded(trainer: Trainer, weights: str) -> None:
         raise UserError(f"{len(missing) + len(bad)} of {len(trunk)} backbone tensors were not loaded from {weights} "
                         f"(e.g. {(missing + bad)[0]})", "convert the checkpoint with `infomin-det convert` and "
                         "use the protocol of its architecture")
+    # the values as loaded (the pre-flight reads only the file's metadata): NaN / Inf, or a negative
+    # BN running variance, would train to garbage or stop with a NaN loss many minutes in
+    state = {strip(k): v for k, v in trainer.model.state_dict().items()}
+    broken = sorted(k for k in trunk if k in state and state[k].is_floating_point() and (
+        not bool(torch.isfinite(state[k]).all()) or (k.endswith("running_var") and bool((state[k] < 0).any()))))
+    if broken:
+        raise UserError(f"{weights} loaded {len(broken)} backbone tensors with non-finite values or a negative BN "
+                        f"variance (e.g. {broken[0]})", "convert the original checkpoint again with `infomin-det "
+                        "convert` (it refuses such values) and check its source")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -47,10 +47,11 @@ def weights_meta(weights: str) -> WeightsMeta | None:
 
 @functools.lru_cache(maxsize=32)
 def _file_meta(path: str, size: int, mtime_ns: int) -> WeightsMeta | None:
-    """Read once per process and file version (``submit`` checks many runs of the same weights)."""
-    from infomin_det.convert.d2pkl import read_d2_pkl
+    """Read once per process and file version (``submit`` checks many runs of the same weights); only
+    the metadata is read, not the tensors (a file converted before the metadata came first is read in full)."""
+    from infomin_det.convert.d2pkl import read_d2_meta
 
-    return read_d2_pkl(path).meta
+    return read_d2_meta(path)
 
 
 def cfg_value(cfg: Any, key: str) -> Any:

@@ -4,7 +4,9 @@
 ``gpus_per_node``, ``slurm_*``). ``from_mapping`` refuses unknown keys (with the nearest valid
 name), ``validate`` refuses inconsistent values, and :func:`check_against_slurm` asks the real
 scheduler (``sbatch --test-only``: partition, account, qos, constraint, GPUs, memory, array size)
--- all before the first job is queued. No torch or detectron2 here.
+-- all before the first job is queued. :func:`add_executor_arguments` gives a CLI one flag per field
+(``submit``, ``reproduce`` and ``pretrain`` share it); :func:`executor_options` reads them back.
+No torch or detectron2 here.
 
 Defaults fit a GPU fine-tuning job: a 24 h limit (the trainer checkpoints on the preemption /
 time-limit signal and the job is requeued, so a long limit loses nothing), and for GPU jobs
@@ -14,6 +16,7 @@ and ``GPU_MEM_GB`` GB of memory per GPU, unless given.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import os
@@ -289,3 +292,62 @@ def resolve_cluster(cluster: str) -> str:
     if cluster == "auto":
         return "slurm" if shutil.which("sbatch") else "local"
     return cluster
+
+
+# --- the executor flags of every launching CLI (submit, reproduce, pretrain) -------------------------
+_HELP = {
+    "partition": "SLURM partition", "nodes": "machines per run (multi-node DDP)",
+    "gpus_per_node": "GPUs per machine, one process per GPU; with 0, SLURM jobs and local jobs on a machine "
+    "with GPUs need --device cpu (never a silent CPU run)", "tasks_per_node": "processes per machine "
+    "(default: gpus-per-node, or 1; CPU runs may use more, with gloo)",
+    "cpus_per_task": f"CPUs per process (default: {GPU_TASK_CPUS} with GPUs -- the process and Detectron2's 4 "
+    "data-loader workers -- else 1)",
+    "mem_gb": f"memory per machine in GB (default: {GPU_MEM_GB} per GPU; without GPUs the cluster's default)",
+    "timeout_min": "time limit in minutes; runs checkpoint on the time-limit signal and are requeued",
+    "constraint": "SLURM --constraint",
+    "account": "SLURM --account", "qos": "SLURM --qos", "comment": "SLURM --comment",
+    "exclude": "nodes to avoid (SLURM --exclude)",
+    "signal_delay_s": "USR2 this many seconds before the time limit (>= checkpoint time)",
+    "max_requeues": "requeues allowed after time-outs", "array_parallelism": "array elements running at once",
+    "job_name": "SLURM job name (default: infomin-<experiment>)",
+    "setup": "a shell line the SLURM job script runs first, e.g. 'module load cuda/12.1' (repeat the flag)",
+    "slurm_extra": "an sbatch option KEY=VALUE the other flags do not cover, e.g. reservation=x (repeat the flag)",
+}
+
+
+class _AppendTuple(argparse.Action):
+    """``append`` into a tuple (the dataclass default ``()`` stays a tuple, equal to it when not given)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest) or ()) + (values,))
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser, *, cluster_default: str | None = "auto") -> None:
+    """One flag per :class:`ExecutorOptions` field, and ``--cluster`` (also used by the pretrain CLI).
+
+    ``cluster_default``: what ``--cluster`` is when not given; ``None`` means "no scheduler: run in
+    this process" (``args.cluster`` stays None)."""
+    g = parser.add_argument_group("executor (validated before submission)")
+    defaults = ExecutorOptions()
+    for f in fields(ExecutorOptions):
+        default = getattr(defaults, f.name)
+        if isinstance(default, tuple):
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"ex_{f.name}", action=_AppendTuple, default=default,
+                           metavar="LINE" if f.name == "setup" else "KEY=VALUE", help=_HELP[f.name])
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        shown = "" if default is None else f" (default: {default})"
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"ex_{f.name}", type=kind, default=default,
+                       metavar={int: "N", float: "GB"}.get(kind, "NAME"), help=f"{_HELP.get(f.name, f.name)}{shown}")
+    if cluster_default is not None and cluster_default not in CLUSTERS:
+        raise ValueError(f"cluster_default {cluster_default!r} is not one of {CLUSTERS}")
+    g.add_argument("--cluster", choices=CLUSTERS, default=cluster_default,
+                   help="auto: SLURM when sbatch is on PATH, else local processes; local: submitit's local "
+                        "processes; debug: in this process"
+                        + (f" (default: {cluster_default})" if cluster_default else
+                           " (default: run here, without a scheduler)"))
+
+
+def executor_options(args: argparse.Namespace) -> ExecutorOptions:
+    """The validated :class:`ExecutorOptions` of flags added by :func:`add_executor_arguments`."""
+    return ExecutorOptions.from_mapping({f.name: getattr(args, f"ex_{f.name}") for f in fields(ExecutorOptions)})

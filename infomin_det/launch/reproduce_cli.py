@@ -28,9 +28,9 @@ from infomin_det.errors import UserError
 from infomin_det.report.reproduction import REPRODUCTION_FILE
 from infomin_det.launch.status_cli import check_watch
 from infomin_det.rundir import RANDOM_INIT
-from infomin_det.launch.submit_cli import (TRAIN_WORKER, add_submit_flags, add_executor_arguments, parse_overrides,
-                                           parse_seeds, parse_weights, submission_request, submit_planned,
-                                           wait_for_runs)
+from infomin_det.launch.options import add_executor_arguments
+from infomin_det.launch.submit_cli import (TRAIN_WORKER, add_submit_flags, parse_overrides, parse_seeds, parse_weights,
+                                           submission_request, submit_planned, wait_for_runs)
 
 BASELINE_ROWS = ("random", "supervised")
 VOC_SEEDS, COCO_SEEDS = 5, 1

@@ -19,14 +19,13 @@ import dataclasses
 import os
 import re
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from infomin_det.dist import DEVICES
 from infomin_det.engine.spec import TOOLKIT_KEYS
 from infomin_det.errors import UserError
-from infomin_det.launch.options import CLUSTERS, GPU_MEM_GB, GPU_TASK_CPUS, INT_MAX, ExecutorOptions
+from infomin_det.launch.options import INT_MAX, ExecutorOptions, add_executor_arguments, executor_options
 from infomin_det.filehash import sha256_file
 from infomin_det.launch.submit import submit_tasks
 from infomin_det.launch.status_cli import add_watch, check_watch
@@ -40,64 +39,6 @@ DOTTED_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")      # an override sw
 # overrides that would contradict what the run directory / registry says the run is
 # submit's flags for keys train refuses as overrides (engine.spec.TOOLKIT_KEYS owns the list)
 _SUBMIT_FLAGS = {"OUTPUT_DIR": "--root / --experiment", "SEED": "--seeds", "MODEL.WEIGHTS": "--weights NAME=PATH"}
-
-_HELP = {
-    "partition": "SLURM partition", "nodes": "machines per run (multi-node DDP)",
-    "gpus_per_node": "GPUs per machine, one process per GPU; with 0, SLURM jobs and local jobs on a machine "
-    "with GPUs need --device cpu (never a silent CPU run)", "tasks_per_node": "processes per machine "
-    "(default: gpus-per-node, or 1; CPU runs may use more, with gloo)",
-    "cpus_per_task": f"CPUs per process (default: {GPU_TASK_CPUS} with GPUs -- the process and Detectron2's 4 "
-    "data-loader workers -- else 1)",
-    "mem_gb": f"memory per machine in GB (default: {GPU_MEM_GB} per GPU; without GPUs the cluster's default)",
-    "timeout_min": "time limit in minutes; runs checkpoint on the time-limit signal and are requeued",
-    "constraint": "SLURM --constraint",
-    "account": "SLURM --account", "qos": "SLURM --qos", "comment": "SLURM --comment",
-    "exclude": "nodes to avoid (SLURM --exclude)",
-    "signal_delay_s": "USR2 this many seconds before the time limit (>= checkpoint time)",
-    "max_requeues": "requeues allowed after time-outs", "array_parallelism": "array elements running at once",
-    "job_name": "SLURM job name (default: infomin-<experiment>)",
-    "setup": "a shell line the SLURM job script runs first, e.g. 'module load cuda/12.1' (repeat the flag)",
-    "slurm_extra": "an sbatch option KEY=VALUE the other flags do not cover, e.g. reservation=x (repeat the flag)",
-}
-
-
-class _AppendTuple(argparse.Action):
-    """``append`` into a tuple (the dataclass default ``()`` stays a tuple, equal to it when not given)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, tuple(getattr(namespace, self.dest) or ()) + (values,))
-
-
-def add_executor_arguments(parser: argparse.ArgumentParser, *, cluster_default: str | None = "auto") -> None:
-    """One flag per :class:`ExecutorOptions` field, and ``--cluster`` (also used by the pretrain CLI).
-
-    ``cluster_default``: what ``--cluster`` is when not given; ``None`` means "no scheduler: run in
-    this process" (``args.cluster`` stays None)."""
-    g = parser.add_argument_group("executor (validated before submission)")
-    defaults = ExecutorOptions()
-    for f in fields(ExecutorOptions):
-        default = getattr(defaults, f.name)
-        if isinstance(default, tuple):
-            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"ex_{f.name}", action=_AppendTuple, default=default,
-                           metavar="LINE" if f.name == "setup" else "KEY=VALUE", help=_HELP[f.name])
-            continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-        shown = "" if default is None else f" (default: {default})"
-        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"ex_{f.name}", type=kind, default=default,
-                       metavar={int: "N", float: "GB"}.get(kind, "NAME"), help=f"{_HELP.get(f.name, f.name)}{shown}")
-    if cluster_default is not None and cluster_default not in CLUSTERS:
-        raise ValueError(f"cluster_default {cluster_default!r} is not one of {CLUSTERS}")
-    g.add_argument("--cluster", choices=CLUSTERS, default=cluster_default,
-                   help="auto: SLURM when sbatch is on PATH, else local processes; local: submitit's local "
-                        "processes; debug: in this process"
-                        + (f" (default: {cluster_default})" if cluster_default else
-                           " (default: run here, without a scheduler)"))
-
-
-def executor_options(args: argparse.Namespace) -> ExecutorOptions:
-    """The validated :class:`ExecutorOptions` of flags added by :func:`add_executor_arguments`."""
-    return ExecutorOptions.from_mapping({f.name: getattr(args, f"ex_{f.name}") for f in fields(ExecutorOptions)})
-
 
 def add_submit_flags(parser: argparse.ArgumentParser) -> None:
     """--dry-run, --json, --wait: shared by ``submit`` and ``reproduce``."""

