@@ -20,23 +20,26 @@ import sys
 
 from infomin_det import __version__
 from infomin_det.errors import UserError
+from infomin_det.registry import Registry
 
-# name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("infomin_det.convert.cli", "convert an SSL/supervised checkpoint to Detectron2 weights"),
-    "verify": ("infomin_det.convert.verify_cli", "prove a converted .pkl reproduces its source (needs detectron2)"),
-    "protocols": ("infomin_det.protocols.cli", "list the paper's transfer protocols"),
-    "train": ("infomin_det.engine.cli", "fine-tune a detector under a protocol (local, 1..N processes)"),
-    "submit": ("infomin_det.launch.submit_cli", "submit protocols x weights x seeds as one job array"),
-    "reproduce": ("infomin_det.launch.reproduce_cli", "plan (--dry-run) and submit every run of one paper table"),
-    "status": ("infomin_det.launch.status_cli", "show pending/running/done/failed runs of an experiment"),
-    "report": ("infomin_det.report.cli", "AP tables over runs, with gaps to a baseline"),
-    "pretrain": ("pretrain.cli", "pretrain an InfoMin backbone (MoCo v2 + JigSaw)"),
-    "sweep": ("pretrain.views.sweep_cli", "vary one view parameter: pretrain + linear-evaluate, plot I_NCE vs accuracy"),
-    "doctor": ("infomin_det.doctor", "check this machine: torch, CUDA, NCCL, GPUs, Detectron2 ops, datasets, SLURM"),
-    "completion": ("infomin_det.completion", "print a bash/zsh completion script (eval \"$(infomin-det completion bash)\")"),
-    "demo": ("infomin_det.demo.cli", "end-to-end demo on CPU: pretrain, convert, fine-tune, report"),
-}
+# name -> (module with add_arguments(parser) and main(args), one-line help): imported only when run
+SUBCOMMANDS: Registry[tuple[str, str]] = Registry("command")
+for _name, _module, _help in (
+    ("convert", "infomin_det.convert.cli", "convert an SSL/supervised checkpoint to Detectron2 weights"),
+    ("verify", "infomin_det.convert.verify_cli", "prove a converted .pkl reproduces its source (needs detectron2)"),
+    ("protocols", "infomin_det.protocols.cli", "list the paper's transfer protocols"),
+    ("train", "infomin_det.engine.cli", "fine-tune a detector under a protocol (local, 1..N processes)"),
+    ("submit", "infomin_det.launch.submit_cli", "submit protocols x weights x seeds as one job array"),
+    ("reproduce", "infomin_det.launch.reproduce_cli", "plan (--dry-run) and submit every run of one paper table"),
+    ("status", "infomin_det.launch.status_cli", "show pending/running/done/failed runs of an experiment"),
+    ("report", "infomin_det.report.cli", "AP tables over runs, with gaps to a baseline"),
+    ("pretrain", "pretrain.cli", "pretrain an InfoMin backbone (MoCo v2 + JigSaw)"),
+    ("sweep", "pretrain.views.sweep_cli", "vary one view parameter: pretrain + linear-evaluate, plot I_NCE vs accuracy"),
+    ("doctor", "infomin_det.doctor", "check this machine: torch, CUDA, NCCL, GPUs, Detectron2 ops, datasets, SLURM"),
+    ("completion", "infomin_det.completion", "print a bash/zsh completion script (eval \"$(infomin-det completion bash)\")"),
+    ("demo", "infomin_det.demo.cli", "end-to-end demo on CPU: pretrain, convert, fine-tune, report"),
+):
+    SUBCOMMANDS.register(_name, (_module, _help))
 
 
 def _overview() -> str:

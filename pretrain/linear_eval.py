@@ -7,6 +7,16 @@ the validation folder (ImageNet layout; the class lists of the two folders must 
 undecodable image is replaced by the next readable one and counted in ``skipped_images``; folders
 where more than 10 % cannot be decoded are refused. Runs on ``device`` (auto: the GPU when one is
 visible) with pinned-memory, non-blocking copies and optional autocast; no per-step host sync.
+
+Why this is not :func:`pretrain.probe.linear_probe` (the toolkit's probe on frozen features, used by
+the view sweep and the Moving-MNIST probes): that probe fits a classifier to one fixed feature matrix
+(full-batch L-BFGS, no augmentation), which needs every image's features in memory and gives numbers
+comparable between points of a sweep. This module is the paper's ImageNet protocol, whose numbers
+are compared with published ones: every step draws new augmented views (RandomResizedCrop + flip)
+and passes them through the frozen backbone, so there is no fixed feature matrix to fit, and the
+optimiser, schedule and epochs are part of the recipe. What is the same procedure is shared where
+it lives: :func:`fit` / :func:`evaluate` (SGD on train views, top-1 / top-k on centre crops) also
+train and score the supervised baseline (:mod:`pretrain.supervised`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ processes (the launcher or :func:`run_local` does that), resumes from the newest
 ``spec.output_dir`` (never from its arguments), trains, checkpoints atomically (rank 0) and returns
 a JSON-able summary. SGD lr = base_lr x global batch / 256, momentum 0.9, wd 1e-4, linear warm-up
 (default: 0 epochs up to a global batch of 256, 5 above) then cosine to 0, stepped per iteration.
+The steps of a process (``_Run``): data and schedule, model and optimiser (seeded), resume, the
+loop (``_Monitor``: bar, TensorBoard, progress file), save.
 
 Every value is checked (:meth:`PretrainSpec.check`, :func:`preflight`) before a process starts or a
 file is written. The training step never waits for the device: losses are summed on the device and
@@ -196,163 +198,208 @@ def pretrain_worker(spec: PretrainSpec) -> dict[str, Any]:
 
 
 def _train(spec: PretrainSpec, images: ImageList, rank: int, world: int, device: torch.device) -> dict[str, Any]:
-    global_batch = spec.batch_size * world
-    arch = arch_of(spec.arch)
-    out_dir = Path(spec.output_dir)
+    """The steps of one process's run, in the order the RNG streams depend on: data (no RNG drawn),
+    model (seeded from ``spec.seed``), resume (restores this rank's RNG state), loop, final save."""
+    run = _Run(spec, images, rank, world, device)
+    run.resume()
+    run.loop()
+    return run.finish()
 
-    dataset = SkipUnreadable(images, InfoMinAugment(spec.augment_config()), spec.seed)
-    sampler = EpochSampler(len(images.files), spec.batch_size, rank, world, spec.seed)
-    steps_per_epoch = sampler.batches_per_epoch
-    total = spec.epochs * steps_per_epoch
-    warmup_epochs = spec.warmup_epochs if spec.warmup_epochs >= 0 else (0.0 if global_batch <= 256 else 5.0)
-    warmup = int(round(warmup_epochs * steps_per_epoch))
-    peak_lr = spec.base_lr * global_batch / 256
 
-    model = build(spec).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=peak_lr, momentum=0.9, weight_decay=spec.weight_decay)
-    amp_dtype = devices.amp_dtype(spec.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+class _Monitor:
+    """Rank 0's view of the run: tqdm bar, TensorBoard scalars and ``progress.json``. Losses are
+    summed on the device and read once per :data:`LOG_EVERY` steps (the one host sync an interval)."""
 
-    step, skipped_before, resumed_from = 0, 0, None
-    latest = ckpt_io.latest(out_dir)
-    if latest is not None:
+    def __init__(self, spec: PretrainSpec, run: "_Run") -> None:
+        self.writer = self.bar = self.progress = None
+        if run.rank == 0 and spec.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(run.out_dir / "tb"), purge_step=run.step)
+        if run.rank == 0 and spec.progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=run.stop_at, initial=run.step, desc=f"pretrain {run.arch.name}", unit="step",
+                            dynamic_ncols=True)
+        if run.rank == 0:
+            self.progress = ProgressWriter(run.out_dir, run.stop_at, run.step)
+        self.world = run.world
+        self.sums: dict[str, torch.Tensor] = {}   # losses summed on the device since the last log
+        self.n_summed = 0
+        self.final: dict[str, torch.Tensor] = {}  # the last step's outputs
+        self.t_start, self.n_seen = time.perf_counter(), 0
+
+    def stepped(self, step: int, out: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Record one finished step's outputs (no host sync)."""
+        self.n_seen += batch_size * self.world
+        self.final = {k: v.detach() for k, v in out.items()}
+        for k, v in self.final.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.n_summed += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.progress is not None:
+            self.progress.update(step)
+
+    def log(self, step: int, lr: float) -> None:
+        if self.n_summed and (self.writer is not None or self.bar is not None):
+            means = {k: float(v) / self.n_summed for k, v in self.sums.items()}  # the one host sync per interval
+            if self.writer is not None:
+                for k, v in means.items():
+                    self.writer.add_scalar(f"pretrain/{k}", v, step)
+                self.writer.add_scalar("pretrain/lr", lr, step)
+                self.writer.add_scalar("pretrain/samples_per_s", self.n_seen / (time.perf_counter() - self.t_start), step)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.4f}")
+        self.sums, self.n_summed = {}, 0
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _Run:
+    """One process's training state. Built in this order: data, schedule, model and optimiser;
+    then :meth:`resume`, :meth:`loop`, :meth:`finish`. :meth:`save` writes the checkpoint."""
+
+    def __init__(self, spec: PretrainSpec, images: ImageList, rank: int, world: int, device: torch.device) -> None:
+        self.spec, self.images, self.rank, self.world, self.device = spec, images, rank, world, device
+        self.arch = arch_of(spec.arch)
+        self.out_dir = Path(spec.output_dir)
+        # data: augmented views of the images, this rank's share of each epoch
+        self.dataset = SkipUnreadable(images, InfoMinAugment(spec.augment_config()), spec.seed)
+        self.sampler = EpochSampler(len(images.files), spec.batch_size, rank, world, spec.seed)
+        # schedule: lr scaled by the global batch, warm-up (see the module docstring), cosine to 0
+        global_batch = spec.batch_size * world
+        self.steps_per_epoch = self.sampler.batches_per_epoch
+        self.total = spec.epochs * self.steps_per_epoch
+        self.stop_at = min(self.total, spec.max_steps) if spec.max_steps else self.total
+        warmup_epochs = spec.warmup_epochs if spec.warmup_epochs >= 0 else (0.0 if global_batch <= 256 else 5.0)
+        self.warmup = int(round(warmup_epochs * self.steps_per_epoch))
+        self.peak_lr = spec.base_lr * global_batch / 256
+        # model (random init from spec.seed) and optimiser
+        self.model = build(spec).to(device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(params, lr=self.peak_lr, momentum=0.9, weight_decay=spec.weight_decay)
+        self.amp_dtype = devices.amp_dtype(spec.amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
+        self.step, self.skipped_before, self.resumed_from = 0, 0, None
+        self.local_skipped = torch.zeros((), dtype=torch.long)  # this rank's, since this process started (CPU)
+        self.saved_at = -1
+
+    def resume(self) -> None:
+        """Continue from the newest checkpoint in the output directory, if any: weights, optimiser,
+        scaler, step, skipped count and this rank's RNG state (refused if it does not fit)."""
+        latest = ckpt_io.latest(self.out_dir)
+        if latest is None:
+            return
         ck = ckpt_io.load(latest)
-        ckpt_io.check_resumable(ck, arch, latest, world, spec.batch_size)
+        ckpt_io.check_resumable(ck, self.arch, latest, self.world, self.spec.batch_size)
         st = ck["state"]
         try:
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            scaler.load_state_dict(st["scaler"])
-            step, skipped_before, resumed_from = int(st["step"]), int(st["skipped_images"]), str(latest)
-            rng = rank_rng_state(st["rng"], rank)
+            self.model.load_state_dict(st["model"])
+            self.opt.load_state_dict(st["optimizer"])
+            self.scaler.load_state_dict(st["scaler"])
+            self.step, self.skipped_before, self.resumed_from = int(st["step"]), int(st["skipped_images"]), str(latest)
+            rng = rank_rng_state(st["rng"], self.rank)
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"checkpoint {latest} does not fit this run's settings: {str(e).splitlines()[0]}",
                             "resume with the settings it was written with (see its state.config), or a fresh --output-dir") from e
-        _set_rng_state(rng, device)
+        _set_rng_state(rng, self.device)
+        self.saved_at = self.step
 
-    net: torch.nn.Module = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-
-    writer = None
-    if rank == 0 and spec.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step)
-    bar = None
-    if rank == 0 and spec.progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total if not spec.max_steps else min(total, spec.max_steps), initial=step,
-                   desc=f"pretrain {arch.name}", unit="step", dynamic_ncols=True)
-
-    local_skipped = torch.zeros((), dtype=torch.long)  # this rank's, since this process started (CPU)
-
-    def skipped_total() -> int:
+    def skipped_total(self) -> int:
         """The run's skipped images over all ranks (collective: every rank calls it at the same step)."""
-        t = local_skipped.to(device)
-        if world > 1:
+        t = self.local_skipped.to(self.device)
+        if self.world > 1:
             dist.all_reduce(t)
-        return skipped_before + int(t)
+        return self.skipped_before + int(t)
 
-    def save() -> Path | None:
-        rng_states = _gather_rng(device, rank, world)
-        skipped = skipped_total()
-        if rank != 0:
+    def save(self) -> Path | None:
+        """Checkpoint this step (collective: gathers every rank's RNG state; rank 0 writes, then
+        prunes to ``keep_checkpoints``)."""
+        rng_states = _gather_rng(self.device, self.rank, self.world)
+        skipped = self.skipped_total()
+        self.saved_at = self.step
+        if self.rank != 0:
             return None
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                 "step": step, "epoch": step // steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-                 "skipped_images": skipped, "rng": rng_states, "config": dataclasses.asdict(spec),
-                 "world_size": world}
-        path = ckpt_io.save(ckpt_io.checkpoint_path(out_dir, step), arch, model.encoder_q.state_dict(),
+        model, step = self.model, self.step
+        state = {"model": model.state_dict(), "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+                 "step": step, "epoch": step // self.steps_per_epoch, "steps_per_epoch": self.steps_per_epoch,
+                 "skipped_images": skipped, "rng": rng_states, "config": dataclasses.asdict(self.spec),
+                 "world_size": self.world}
+        path = ckpt_io.save(ckpt_io.checkpoint_path(self.out_dir, step), self.arch, model.encoder_q.state_dict(),
                             {n: h.state_dict() for n, h in model.heads().items()}, state)
-        ckpt_io.prune(out_dir, spec.keep_checkpoints)
+        ckpt_io.prune(self.out_dir, self.spec.keep_checkpoints)
         return path
 
-    stop_at = min(total, spec.max_steps) if spec.max_steps else total
-    progress = ProgressWriter(out_dir, stop_at, step) if rank == 0 else None
-    sums: dict[str, torch.Tensor] = {}   # losses summed on the device since the last log
-    n_summed = 0
-    final: dict[str, torch.Tensor] = {}  # the last step's outputs
-    saved_at = step if latest is not None else -1
-    t_start, n_seen = time.perf_counter(), 0
+    def loop(self) -> None:
+        """Train from ``self.step`` to ``stop_at``: an epoch's loader at a time (skipping the batches
+        a resumed epoch already saw), checkpoints as configured, SIGUSR2 = save now and hand over."""
+        spec, device, world = self.spec, self.device, self.world
+        net: torch.nn.Module = self.model
+        if world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        self.monitor = monitor = _Monitor(spec, self)
+        preempt = PreemptionSignal()       # SIGUSR2: save this step, requeue (submitit) or exit 75
+        preempt.install()
+        self.model.train()
+        while self.step < self.stop_at:
+            epoch = self.step // self.steps_per_epoch
+            self.sampler.epoch = self.dataset.epoch = epoch
+            self.sampler.skip_batches = self.step - epoch * self.steps_per_epoch
+            # the loader draws its workers' base seed from its own generator, not the global RNG that
+            # shuffle-BN uses: a resumed run continues that RNG exactly where the checkpoint left it
+            loader = torch.utils.data.DataLoader(self.dataset, batch_size=spec.batch_size, sampler=self.sampler,
+                                                 num_workers=spec.workers, drop_last=True,
+                                                 pin_memory=device.type == "cuda",
+                                                 generator=torch.Generator().manual_seed(spec.seed * 7919 + epoch))
+            for batch in loader:
+                lr = lr_at(self.step, self.total, self.warmup, self.peak_lr)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                views = batch["views"].to(device, non_blocking=True)
+                jig = batch["jigsaw"].to(device, non_blocking=True) if spec.jigsaw else None
+                with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    out = net(views, jig)
+                self.opt.zero_grad(set_to_none=True)
+                self.scaler.scale(out["loss"]).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
+                self.step += 1
+                step = self.step
+                self.local_skipped += batch["skipped"].sum()  # a CPU tensor from the loader: no device sync
+                monitor.stepped(step, out, views.shape[0])
+                end_of_epoch = step % self.steps_per_epoch == 0
+                checkpoint_now = (spec.checkpoint_every and step % spec.checkpoint_every == 0) or \
+                    (not spec.checkpoint_every and end_of_epoch) or step >= self.stop_at
+                if step % LOG_EVERY == 0 or checkpoint_now:
+                    monitor.log(step, lr)
+                if checkpoint_now:
+                    self.save()
+                if preempt.requested():
+                    if self.saved_at != step:
+                        self.save()
+                    preempt.hand_over(f"preempted at step {step}: checkpoint saved in {self.out_dir}; "
+                                      "the same command (or the requeued job) resumes from it")
+                if step >= self.stop_at:
+                    break
+        preempt.restore()
 
-    def log(lr: float) -> None:
-        nonlocal sums, n_summed
-        if n_summed and (writer is not None or bar is not None):
-            means = {k: float(v) / n_summed for k, v in sums.items()}  # the one host sync per interval
-            if writer is not None:
-                for k, v in means.items():
-                    writer.add_scalar(f"pretrain/{k}", v, step)
-                writer.add_scalar("pretrain/lr", lr, step)
-                writer.add_scalar("pretrain/samples_per_s", n_seen / (time.perf_counter() - t_start), step)
-            if bar is not None:
-                bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.4f}")
-        sums, n_summed = {}, 0
-
-    preempt = PreemptionSignal()       # SIGUSR2: save this step, requeue (submitit) or exit 75
-    preempt.install()
-    model.train()
-    while step < stop_at:
-        epoch = step // steps_per_epoch
-        sampler.epoch = dataset.epoch = epoch
-        sampler.skip_batches = step - epoch * steps_per_epoch
-        # the loader draws its workers' base seed from its own generator, not the global RNG that
-        # shuffle-BN uses: a resumed run continues that RNG exactly where the checkpoint left it
-        loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size, sampler=sampler,
-                                             num_workers=spec.workers, drop_last=True,
-                                             pin_memory=device.type == "cuda",
-                                             generator=torch.Generator().manual_seed(spec.seed * 7919 + epoch))
-        for batch in loader:
-            lr = lr_at(step, total, warmup, peak_lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            views = batch["views"].to(device, non_blocking=True)
-            jig = batch["jigsaw"].to(device, non_blocking=True) if spec.jigsaw else None
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = net(views, jig)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(out["loss"]).backward()
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            local_skipped += batch["skipped"].sum()  # a CPU tensor from the loader: no device sync
-            n_seen += views.shape[0] * world
-            final = {k: v.detach() for k, v in out.items()}
-            for k, v in final.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
-            n_summed += 1
-            if bar is not None:
-                bar.update(1)
-            if progress is not None:
-                progress.update(step)
-            end_of_epoch = step % steps_per_epoch == 0
-            checkpoint_now = (spec.checkpoint_every and step % spec.checkpoint_every == 0) or \
-                (not spec.checkpoint_every and end_of_epoch) or step >= stop_at
-            if step % LOG_EVERY == 0 or checkpoint_now:
-                log(lr)
-            if checkpoint_now:
-                save()
-                saved_at = step
-            if preempt.requested():
-                if saved_at != step:
-                    save()
-                preempt.hand_over(f"preempted at step {step}: checkpoint saved in {out_dir}; "
-                                  "the same command (or the requeued job) resumes from it")
-            if step >= stop_at:
-                break
-    preempt.restore()
-    if saved_at != step:
-        save()
-    skipped = skipped_total()
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
-    return {"output_dir": str(out_dir), "checkpoint": str(ckpt_io.checkpoint_path(out_dir, step)),
-            "arch": arch.name, "step": step, "total_steps": total, "epoch": step / steps_per_epoch,
-            "loss": float(final["loss"]) if final else None, "skipped_images": skipped, "world_size": world,
-            "resumed_from": resumed_from, "images": len(images.files)}
+    def finish(self) -> dict[str, Any]:
+        """Save the last step unless it is saved; the process's summary (rank 0's is the run's)."""
+        if self.saved_at != self.step:
+            self.save()
+        skipped = self.skipped_total()
+        self.monitor.close()
+        final = self.monitor.final
+        return {"output_dir": str(self.out_dir), "checkpoint": str(ckpt_io.checkpoint_path(self.out_dir, self.step)),
+                "arch": self.arch.name, "step": self.step, "total_steps": self.total,
+                "epoch": self.step / self.steps_per_epoch, "loss": float(final["loss"]) if final else None,
+                "skipped_images": skipped, "world_size": self.world, "resumed_from": self.resumed_from,
+                "images": len(self.images.files)}
 
 
 # ----------------------------------------------------------------------------------------------

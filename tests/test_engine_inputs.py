@@ -471,3 +471,16 @@ def test_cli_refusals_exit_2_and_leave_no_run_directory(make, tmp_path, capsys, 
     assert re.search(r"^error: .*" + pattern, err, re.M), err
     assert re.search(r"^  fix: \S", err, re.M) and "Traceback" not in err
     assert list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("spelling", ["random", "none", ""])
+def test_every_spelling_of_random_init_is_one_run(spelling):
+    """``--weights random`` (as submit spells it), ``none`` or '' (older): no weights, row ``random``."""
+    import argparse
+
+    from infomin_det.engine.cli import add_arguments, spec_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    spec = spec_from_args(parser.parse_args(["--protocol", "coco/R50-FPN-1x", "--weights", spelling]))
+    assert (spec.weights, spec.weights_name) == ("", "random")

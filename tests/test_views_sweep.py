@@ -18,6 +18,8 @@ from infomin_det.cli import main as cli
 from infomin_det.errors import UserError
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from pretrain.views import sweep as sw
+from pretrain.views.families import VIEW_FAMILIES
+from pretrain.views.sweep_data import load_labelled
 
 pytestmark = pytest.mark.network  # the labelled set is built from Debian packages (downloaded on the first run)
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +40,7 @@ def cache(tmp_path_factory):
 def batch(cache):
     """16 real labelled-set images, uint8 (16, 3, 32, 32)."""
     spec = sw.SweepSpec("crop", (0.5,), "unused", image_size=32, batch_size=32, n_train_per_class=4, n_val_per_class=4)
-    return sw.load_labelled(spec).images["train"][::2][:16]
+    return load_labelled(spec).images["train"][::2][:16]
 
 
 def _gen(seed=0):
@@ -46,7 +48,7 @@ def _gen(seed=0):
 
 
 def test_frequency_views_split_the_image(batch):
-    fam = sw.VIEW_FAMILIES["frequency"]
+    fam = VIEW_FAMILIES["frequency"]()
     x = normalize(batch)
     for sigma in (0.5, 2.0):
         v1, v2 = fam.make_views(sigma, 32)(batch, _gen())
@@ -63,7 +65,7 @@ def test_frequency_views_split_the_image(batch):
 
 
 def test_crop_views(batch):
-    fam = sw.VIEW_FAMILIES["crop"]
+    fam = VIEW_FAMILIES["crop"]()
     v1, v2 = fam.make_views(1.0, 32)(batch, _gen())
     assert torch.equal(v1, v2) and torch.equal(v1, normalize(batch))  # c = 1: the whole image, twice
     v1, v2 = fam.make_views(0.08, 32)(batch, _gen())
@@ -75,7 +77,7 @@ def test_crop_views(batch):
 
 
 def test_jitter_views(batch):
-    fam = sw.VIEW_FAMILIES["jitter"]
+    fam = VIEW_FAMILIES["jitter"]()
     v1, v2 = fam.make_views(0.0, 32)(batch, _gen())
     assert torch.equal(v1, v2) and torch.equal(v1, normalize(batch))  # x = 0: no jitter
     v1, v2 = fam.make_views(1.0, 32)(batch, _gen())
@@ -94,7 +96,7 @@ def test_patch_distance_views_are_d_apart():
     xs, ys = np.meshgrid(np.arange(600), np.arange(500))
     coded = np.stack([xs % 256, ys % 256, (xs // 256) * 16 + ys // 256], -1).astype(np.uint8)
     photo = Image.fromarray(coded, "RGB")
-    fam = sw.VIEW_FAMILIES["patch-distance"]
+    fam = VIEW_FAMILIES["patch-distance"]()
     for d in (40.0, 150.0):
         v1, v2 = fam.make_views(d, 32)([photo] * 8, _gen(3))
         assert v1.shape == (8, 3, 32, 32)
@@ -188,9 +190,9 @@ def test_spec_rejects_unknown_parameters_and_round_trips(tmp_path):
 def test_list_families(capsys):
     assert cli(["sweep", "--list"]) == 0
     text = capsys.readouterr().out
-    for name, fam in sw.VIEW_FAMILIES.items():
+    for name, fam in VIEW_FAMILIES.items():
         assert name in text and fam.param in text
-    assert {"frequency", "crop", "jitter", "patch-distance"} <= set(sw.VIEW_FAMILIES)
+    assert {"frequency", "crop", "jitter", "patch-distance"} <= set(VIEW_FAMILIES)
 
 
 def test_sweep_runs_with_detectron2_blocked(cache, tmp_path):

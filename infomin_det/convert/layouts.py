@@ -18,6 +18,7 @@ import torch
 
 from infomin_det.convert.files import show
 from infomin_det.errors import UserError
+from infomin_det.registry import Registry
 from infomin_det.pretrain_format import PRETRAIN_FORMAT, PRETRAIN_FORMAT_VERSION
 
 # Encoders we never take when searching generically: momentum/EMA/target copies.
@@ -87,7 +88,8 @@ def _drops(group: str, *prefixes: str) -> tuple[tuple[str, str], ...]:
     return tuple((p, group) for p in _m(*prefixes))
 
 
-LAYOUTS: list[Layout] = [
+LAYOUTS: Registry[Layout] = Registry("checkpoint layout")   # searched in this order (docs/extending.md)
+for _layout in (
     Layout("torchvision/timm", ((),), ("",), "the whole file (a plain ResNet state dict)"),
     Layout("moco-v1/v2", (("state_dict",),), _m("encoder_q."), "query encoder encoder_q (not encoder_k)",
            _drops("momentum encoder", "encoder_k.") + _drops("queue", "queue")),
@@ -111,7 +113,8 @@ LAYOUTS: list[Layout] = [
            (("module.projection_head.", "projection head"), ("module.prototypes.", "prototypes"))),
     Layout("vissl", (("classy_state_dict", "base_model", "model", "trunk"), ("model_state_dict",)),
            ("_feature_blocks.",), "the trunk (heads live outside it)", (("heads.", "heads"),)),
-]
+):
+    LAYOUTS.register(_layout.name, _layout)
 
 
 def resolve(ckpt: Any, path: tuple[str, ...]) -> Any:
@@ -197,7 +200,7 @@ def select(ckpt: Any, ema: bool = False) -> Candidate:
         return hit
     _check_prefix_consistency(ckpt)
     found: dict[tuple, Candidate] = {}
-    for layout in LAYOUTS:
+    for layout in LAYOUTS.values():
         c = layout.recognise(ckpt, ema)
         if c is not None:
             found.setdefault((c.container, c.prefix), c)

@@ -40,7 +40,7 @@ def weights_meta(weights: str) -> WeightsMeta | None:
         raise UserError(f"weights {weights} is not a regular file", "pass the converted .pkl file itself")
     if not path.is_file():
         raise UserError(f"weights file {weights} does not exist",
-                        "check the path, or pass --weights none for random initialisation")
+                        "check the path, or pass --weights random for random initialisation")
     st = path.stat()
     return _file_meta(str(path.resolve()), st.st_size, st.st_mtime_ns)
 

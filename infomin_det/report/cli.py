@@ -18,10 +18,11 @@ from pathlib import Path
 
 from infomin_det.errors import UserError
 
-FORMATS = ("terminal", "markdown", "latex", "csv", "json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from infomin_det.report.render import RENDERERS
+
     parser.add_argument("paths", nargs="*", metavar="RUN_DIR_OR_EXPERIMENT",
                         help="run directories, experiment directories, or experiment names under ./runs")
     parser.add_argument("--baseline", metavar="NAME",
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paper", metavar="TABLE", help="print the paper's table (T1..T11, or a panel like T8b)")
     parser.add_argument("--protocol", action="append", metavar="ID", help="only this protocol (repeatable)")
     parser.add_argument("--sizes", action="store_true", help="also show APs / APm / APl")
-    parser.add_argument("--format", choices=FORMATS, default=None,
+    parser.add_argument("--format", choices=("terminal", *RENDERERS), default=None,
                         help="output format (default: terminal, or from --out's suffix)")
     parser.add_argument("--out", metavar="FILE", help="write the table here (atomically; never into a run)")
     parser.add_argument("--plot", metavar="FILE.png",
@@ -89,7 +90,7 @@ def main(args: argparse.Namespace, single: bool = False) -> int:
         raise UserError(f"{len(failed)} run(s) could not be read (above): nothing written to "
                         f"{' / '.join(t.given for t in targets)} -- a file would hold a table without them",
                         "fix or move away those runs, or narrow the paths / --protocol to the runs you want")
-    text = render.RENDERERS[fmt](tables) if fmt != "terminal" else None
+    text = render.RENDERERS[fmt].render(tables) if fmt != "terminal" else None
     if fmt == "terminal":
         render.print_terminal(tables)
     if args.paper is None:
@@ -128,17 +129,18 @@ def _with_reproduction(paths: list[str], tables: list, runs: list, fmt: str, tex
 
 
 def _format(args: argparse.Namespace) -> str:
-    from infomin_det.report.render import SUFFIXES
+    from infomin_det.report.render import RENDERERS, format_of_suffix
 
     if args.out is None:
         return args.format or "terminal"
-    guess = SUFFIXES.get(Path(args.out).suffix.lower())
+    guess = format_of_suffix(Path(args.out).suffix)
     if args.format == "terminal" or (args.format is None and guess is None):
         raise UserError(f"--out {args.out}: a file needs a file format",
-                        f"add --format {{{','.join(FORMATS[1:])}}} or name the file {'/'.join(SUFFIXES)}")
+                        f"add --format {{{','.join(RENDERERS)}}} or name the file "
+                        f"{'/'.join(f.suffix for f in RENDERERS.values())}")
     if args.format and guess and args.format != guess:
         raise UserError(f"--format {args.format} but --out {args.out} is named like {guess}",
-                        f"drop --format, or name the file {next(s for s, f in SUFFIXES.items() if f == args.format)}")
+                        f"drop --format, or name the file {RENDERERS[args.format].suffix}")
     return args.format or guess
 
 

@@ -1,7 +1,9 @@
 """Rendering tables (from :mod:`aggregate`) as text: a registry of formats, one function each.
 
-``RENDERERS[name](tables) -> str`` for ``markdown``, ``latex``, ``csv``, ``json``; the terminal
-format is :func:`print_terminal` (rich, colours). Cells read like the paper: ``40.6 (↑0.9)``, with
+:data:`RENDERERS` (an :class:`~infomin_det.registry.Registry` of :class:`Format`: name, file suffix,
+``render(tables) -> str``) holds ``markdown``, ``latex``, ``csv``, ``json``; ``report --format`` and
+``--out``'s suffix come from it (docs/extending.md: adding a format). The terminal format is
+:func:`print_terminal` (rich, colours). Cells read like the paper: ``40.6 (↑0.9)``, with
 ``±std`` when a row averages several seeds; gaps with ``|gap| > 0.5`` are highlighted (green up,
 red down; bold in markdown, ``\\textcolor`` in LaTeX); ``n/a`` where a seed has NaN (the table's
 notes say why). Every format carries the table's title (protocol, modifications, dataset, test set)
@@ -15,8 +17,10 @@ import io
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Callable
 
+from infomin_det.registry import Registry
 from infomin_det.report import paper
 from infomin_det.report.aggregate import Row, Stat, Table, highlighted, rounded_gap, title_of
 
@@ -251,10 +255,24 @@ def to_json(tables: list[Table]) -> str:
     return json.dumps({"tables": [table_dict(t) for t in tables]}, indent=1) + "\n"
 
 
-RENDERERS: dict[str, Callable[[list[Table]], str]] = {
-    "markdown": to_markdown, "latex": to_latex, "csv": to_csv, "json": to_json,
-}
-SUFFIXES = {".md": "markdown", ".tex": "latex", ".csv": "csv", ".json": "json"}
+@dataclass(frozen=True)
+class Format:
+    """A report format: ``--format name``, the suffix of ``--out`` files that imply it, the renderer."""
+
+    name: str
+    suffix: str
+    render: Callable[[list[Table]], str]
+
+
+RENDERERS: Registry[Format] = Registry("report format")
+for _f in (Format("markdown", ".md", to_markdown), Format("latex", ".tex", to_latex), Format("csv", ".csv", to_csv),
+           Format("json", ".json", to_json)):
+    RENDERERS.register(_f.name, _f)
+
+
+def format_of_suffix(suffix: str) -> str | None:
+    """The format an ``--out`` file named ``*.suffix`` is written in (None: no format has it)."""
+    return next((f.name for f in RENDERERS.values() if f.suffix == suffix.lower()), None)
 
 
 def print_terminal(tables: list[Table], console=None) -> None:

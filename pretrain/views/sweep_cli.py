@@ -19,6 +19,7 @@ import sys
 
 from infomin_det.errors import UserError
 from pretrain.views import sweep as sw
+from pretrain.views.families import VIEW_FAMILIES
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(sw.SweepSpec) if f.default is not dataclasses.MISSING}
 # spec field -> CLI flag help (every one is an optional override of SweepSpec's default)
@@ -58,7 +59,7 @@ def _print_families() -> None:
     table = Table(title="view families (infomin-det sweep --family NAME)")
     for col in ("family", "parameter", "unit", "default values", "encoders", "views"):
         table.add_column(col)
-    for name, fam in sw.VIEW_FAMILIES.items():
+    for name, fam in VIEW_FAMILIES.items():
         table.add_row(name, fam.param, fam.unit, ",".join(f"{v:g}" for v in fam.defaults),
                       "one shared" if fam.shared_encoder else "two", fam.summary)
     Console(width=160).print(table)
@@ -75,8 +76,8 @@ def _number(name: str, text: str, typ: type) -> float | int:
 def spec_from_args(args: argparse.Namespace) -> sw.SweepSpec:
     """Parse and validate every option into a :class:`SweepSpec` (UserError on any bad input)."""
     if not args.family:
-        raise UserError("no --family given", f"pass --family with one of {', '.join(sw.VIEW_FAMILIES)} (or --list)")
-    fam = sw.get_family(args.family)
+        raise UserError("no --family given", f"pass --family with one of {', '.join(VIEW_FAMILIES)} (or --list)")
+    fam = VIEW_FAMILIES.get(args.family)  # UserError naming the families for an unknown name
     if args.values:
         values = []
         for part in args.values.split(","):
