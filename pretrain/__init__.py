@@ -13,6 +13,7 @@ Owns everything that produces a self-describing pretrain checkpoint (``"format":
     pretrain.outdir      the -o directory: checked up front, never left behind empty
     pretrain.train       ``PretrainSpec`` and ``pretrain_worker`` (one process of a run)
     pretrain.linear_eval frozen-backbone linear classifier, top-1 / top-5 (the paper's protocol)
-    pretrain.probe       linear probe on frozen features (L-BFGS), used by pretrain.views
+    pretrain.probe       linear probe on frozen features (L-BFGS), used by pretrain.views and run_probe
+    pretrain.run_probe   ``--probe``: that probe of the query encoder during pretraining, probe.jsonl
     pretrain.cli         ``infomin-det pretrain``
 """

@@ -4,6 +4,7 @@
     infomin-det pretrain DATA -o OUT --processes 2                          2 local gloo/NCCL processes
     infomin-det pretrain DATA -o OUT --cluster slurm --gpus-per-node 8      via infomin_det.launch
     infomin-det pretrain DATA --linear-eval OUT/checkpoint_*.pth --val VAL  top-1 / top-5
+    infomin-det pretrain DATA -o OUT --probe LABELLED [--probe-every 200]   + linear probe while training
 
 Every value is checked before anything starts or is written. ``--cluster`` takes the launcher's
 full executor option set (``infomin_det.launch.options.add_executor_arguments``); without
@@ -59,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "tasks per node")
     g.add_argument("--threads", type=int, default=1, help="torch threads per process")
     g.add_argument("--no-tensorboard", action="store_true")
+    g = parser.add_argument_group("does the run learn? (rank 0, printed and in RUN/probe.jsonl)")
+    g.add_argument("--probe", metavar="DIR", default=None,
+                   help="labelled folder DIR/train/<class>/* + DIR/val/<class>/*: linear probe of the frozen "
+                        "query encoder at step 0, every --probe-every steps and at the end")
+    g.add_argument("--probe-every", type=int, default=None, metavar="N",
+                   help=f"steps between probes (default {d['probe_every']}; needs --probe)")
     add_executor_arguments(parser, cluster_default=None)  # --cluster absent: run here
     g = parser.add_argument_group("linear evaluation")
     g.add_argument("--linear-eval", metavar="CKPT", help="evaluate CKPT linearly: DATA is the training folder")
@@ -88,7 +95,8 @@ def _linear_eval(args: argparse.Namespace) -> int:
 
     if not args.val:
         raise UserError("--linear-eval needs --val", "pass the validation folder: --val VAL_DIR")
-    for given, name in ((args.output_dir, "-o"), (args.cluster, "--cluster"), (args.processes, "--processes")):
+    for given, name in ((args.output_dir, "-o"), (args.cluster, "--cluster"), (args.processes, "--processes"),
+                        (args.probe, "--probe"), (args.probe_every, "--probe-every")):
         if given is not None:
             raise UserError(f"{name} does not apply to --linear-eval (one process here; the result is printed)",
                             f"drop {name}; save the result with --json > FILE")
@@ -160,7 +168,13 @@ def main(args: argparse.Namespace) -> int:
         return _linear_eval(args)
     if not args.output_dir:
         raise UserError("no --output-dir given", "pass -o RUN_DIR (checkpoints go there; a rerun resumes)")
+    if args.probe_every is not None and args.probe is None:
+        raise UserError("--probe-every needs --probe", "add --probe DIR (a labelled train/ + val/ folder)")
+    if args.probe is not None and not args.probe.strip():
+        raise UserError("--probe is empty", "pass the labelled folder (DIR/train/<class>/*, DIR/val/<class>/*), "
+                                            "or drop --probe")
     from pretrain.train import PretrainSpec, run_local
+    probe_every = {} if args.probe_every is None else {"probe_every": args.probe_every}
     spec = PretrainSpec(
         data=args.data, output_dir=args.output_dir, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
         base_lr=args.base_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
@@ -168,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
         image_size=args.image_size, crop_min=args.crop_min, jitter_strength=args.jitter_strength,
         jigsaw=args.jigsaw, amp=args.amp, workers=args.workers, seed=args.seed,
         checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, device=args.device,
-        tensorboard=not args.no_tensorboard, progress=sys.stderr.isatty())
+        tensorboard=not args.no_tensorboard, progress=sys.stderr.isatty(), probe=args.probe or "", **probe_every)
     spec.check()
     if args.cluster is not None:
         return _submit(args, spec)

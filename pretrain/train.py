@@ -6,7 +6,7 @@ processes (the launcher or :func:`run_local` does that), resumes from the newest
 a JSON-able summary. SGD lr = base_lr x global batch / 256, momentum 0.9, wd 1e-4, linear warm-up
 (default: 0 epochs up to a global batch of 256, 5 above) then cosine to 0, stepped per iteration.
 The steps of a process (``_Run``): data and schedule, model and optimiser (seeded), resume, the
-loop (``_Monitor``: bar, TensorBoard, progress file), save.
+loop (``_Monitor``: bar, TensorBoard, progress file; ``--probe``: :mod:`pretrain.run_probe`), save.
 
 Every value is checked (:meth:`PretrainSpec.check`, :func:`preflight`) before a process starts or a
 file is written. The training step never waits for the device: losses are summed on the device and
@@ -73,6 +73,8 @@ class PretrainSpec:
     nodes: int = 1
     progress: bool = True
     tensorboard: bool = True
+    probe: str = ""                      # labelled folder DIR/{train,val}/<class>/*: linear probe (pretrain.run_probe)
+    probe_every: int = 200               # steps between probes (also at step 0 and the last step)
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(size=self.image_size, crop_min=self.crop_min,
@@ -88,6 +90,9 @@ class PretrainSpec:
             limits.integer(name, getattr(self, name), 1)
         for name in ("checkpoint_every", "max_steps", "keep_checkpoints"):
             limits.integer(name, getattr(self, name), 0)
+        limits.integer("probe_every", self.probe_every, 1, why="steps between linear probes")
+        if not isinstance(self.probe, str):
+            raise UserError(f"--probe {self.probe!r} is not a folder path", "pass --probe DIR (or leave it out)")
         limits.integer("queue_size", self.queue_size, 1, limits.MAX_QUEUE, "keys kept as negatives; the paper: 65536")
         limits.image_size(self.image_size)
         limits.workers(self.workers)
@@ -178,6 +183,9 @@ def preflight(spec: PretrainSpec, world: int, check_checkpoint: bool = True) -> 
         raise UserError(f"queue size {spec.queue_size} is not a multiple of the global batch {global_batch}",
                         "choose --queue-size as a multiple of batch size x processes")
     check_decodable(images)
+    if spec.probe:
+        from pretrain.run_probe import probe_set
+        probe_set(spec.probe)
     latest = ckpt_io.latest(spec.output_dir) if check_checkpoint else None
     if latest is not None:
         ckpt_io.check_resumable(ckpt_io.load(latest), arch_of(spec.arch), latest, world, spec.batch_size)
@@ -342,9 +350,15 @@ class _Run:
             net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         self.monitor = monitor = _Monitor(spec, self)
+        self.probe = None
+        if spec.probe and self.rank == 0:
+            from pretrain.run_probe import RunProbe
+            self.probe = RunProbe(spec.probe, spec.probe_every, self.out_dir, spec.image_size, device,
+                                  self.amp_dtype, spec.workers)
+        self.model.train()
+        self.maybe_probe()                 # step 0 (or the resumed step) when the schedule says so
         preempt = PreemptionSignal()       # SIGUSR2: save this step, requeue (submitit) or exit 75
         preempt.install()
-        self.model.train()
         while self.step < self.stop_at:
             epoch = self.step // self.steps_per_epoch
             self.sampler.epoch = self.dataset.epoch = epoch
@@ -384,9 +398,21 @@ class _Run:
                         self.save()
                     preempt.hand_over(f"preempted at step {step}: checkpoint saved in {self.out_dir}; "
                                       "the same command (or the requeued job) resumes from it")
+                self.maybe_probe()
                 if step >= self.stop_at:
                     break
         preempt.restore()
+
+    def maybe_probe(self) -> None:
+        """``--probe``: rank 0 probes the query encoder when the schedule says (and the step is not
+        recorded yet); then every rank meets in a barrier (all ranks compute the same schedule)."""
+        from pretrain.run_probe import due
+        if not self.spec.probe or not due(self.step, self.spec.probe_every, self.stop_at):
+            return
+        if self.probe is not None:
+            self.probe.run(self.step, self.model.encoder_q, self.monitor.writer, self.monitor.bar)
+        if self.world > 1:
+            dist.barrier()
 
     def finish(self) -> dict[str, Any]:
         """Save the last step unless it is saved; the process's summary (rank 0's is the run's)."""

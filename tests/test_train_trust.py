@@ -176,3 +176,24 @@ def test_eval_only_with_two_processes_evaluates_on_every_rank(tiny_coco, finishe
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads(r.stdout)["results"]
     assert results == json.loads((out / "final_results.json").read_text())   # the same weights, the same numbers
+
+
+def test_the_ddp_device_fix_still_reaches_detectron2s_trainer():
+    """``Trainer`` gives DDP the model's own device by swapping ``create_ddp_model`` in Detectron2's
+    ``engine.defaults`` while ``DefaultTrainer.__init__`` runs (Detectron2 offers no argument for
+    it). If a Detectron2 release stops calling that module-level name, the CPU / one-GPU-per-task
+    runs would break at the first multi-process job: fail here, loudly, instead."""
+    from detectron2.engine import DefaultTrainer
+    from detectron2.engine import defaults as d2_defaults
+
+    from infomin_det.engine.trainer import _ddp_on_the_model_device
+
+    assert "create_ddp_model" in DefaultTrainer.__init__.__code__.co_names
+    assert DefaultTrainer.__init__.__globals__ is vars(d2_defaults)
+    original = d2_defaults.create_ddp_model
+    with _ddp_on_the_model_device():
+        patched = d2_defaults.create_ddp_model
+        assert patched is not original
+        model = torch.nn.Linear(2, 2)
+        assert patched(model, broadcast_buffers=False) is model       # one process: no DDP wrapper
+    assert d2_defaults.create_ddp_model is original
