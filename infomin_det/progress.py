@@ -25,6 +25,7 @@ from typing import Callable
 from infomin_det.atomic import write_text_atomic
 
 PROGRESS_FILE = "progress.json"
+MAX_BYTES = 4096        # a record is ~150 bytes; anything larger is not one
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,16 @@ def _time(x: object) -> float | None:
 
 def read_progress(output_dir: str | Path) -> Progress | None:
     """The run's last written progress, or None (no file, unreadable, or not a consistent record)."""
+    path = Path(output_dir) / PROGRESS_FILE
     try:
-        d = json.loads((Path(output_dir) / PROGRESS_FILE).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+        if not path.is_file():          # a FIFO or /dev/zero in its place is not read
+            return None
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            return None
+        d = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(d, dict):
         return None

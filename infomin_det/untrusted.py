@@ -173,6 +173,14 @@ def pickle_first_entry(f: BinaryIO, key: str, then: str | None = None,
             if op.name != "FRAME":   # framing only groups the bytes; the unpickler needs none of it
                 return op, arg, bytes(src.data[pos:src.tell()])
 
+    def past_memo(head: bytearray) -> tuple[Any, Any, bytes]:
+        """The next op that is not a memo op; the memo ops' bytes go to ``head``."""
+        op, arg, raw = step()
+        while op.name in _MEMO_OPS:
+            head += raw
+            op, arg, raw = step()
+        return op, arg, raw
+
     def opening() -> tuple[bytearray, bytes] | None:
         """The bytes up to the value (PROTO, the dict, its MARK, ``key``) and the value's first op."""
         head = bytearray()
@@ -183,10 +191,7 @@ def pickle_first_entry(f: BinaryIO, key: str, then: str | None = None,
         if op.name != "EMPTY_DICT":
             return None
         head += raw
-        op, arg, raw = step()
-        while op.name in _MEMO_OPS:
-            head += raw
-            op, arg, raw = step()
+        op, arg, raw = past_memo(head)
         if op.name != "MARK":        # one entry only (SETITEM), or not a dict of entries at all
             return None
         head += raw
@@ -194,10 +199,7 @@ def pickle_first_entry(f: BinaryIO, key: str, then: str | None = None,
         if op.name not in _STR_OPS or arg != key:
             return None
         head += raw
-        op, arg, raw = step()
-        while op.name in _MEMO_OPS:
-            head += raw
-            op, arg, raw = step()
+        op, arg, raw = past_memo(head)
         return (head, raw) if op.name == "EMPTY_DICT" else None
 
     try:

@@ -74,6 +74,22 @@ def test_garbage_reads_as_no_progress(tmp_path, content):
     assert read_progress(tmp_path) is None
 
 
+@pytest.mark.parametrize("make", ["dev-zero", "fifo", "huge", "directory"])
+def test_what_is_no_progress_record_is_never_read_in_full(tmp_path, make):
+    import os
+
+    path = tmp_path / PROGRESS_FILE
+    if make == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif make == "fifo":
+        os.mkfifo(path)                  # opening it for reading would block forever
+    elif make == "huge":
+        path.write_text('{"step": 1, "pad": "' + "x" * 10_000_000 + '"}')
+    else:
+        path.mkdir()
+    assert read_progress(tmp_path) is None
+
+
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (42.4, "42s"), (185, "3m05s"), (7620, "2h07m"),
                                            (3 * 86400 + 4 * 3600, "3d04h"), (-5, "0s")])
 def test_durations(seconds, text):
