@@ -1,15 +1,22 @@
-"""InfoMin augmentation throughput per CPU core: fast pipeline vs a plain torchvision composition
-of the same recipe vs JPEG decode alone, on real photos (500x375 JPEG q90), in one process.
+"""InfoMin augmentation throughput per CPU core: the fast pipeline vs PyContrast's own pipeline vs a
+plain torchvision composition of the same recipe vs JPEG decode alone, on real photos (500x375 JPEG
+q90), side by side in one process.
 
-    .venv/bin/python benchmarks/bench_augment.py [--repeats 7] [--seconds 2] [--json]
+    .venv/bin/python benchmarks/bench_augment.py [--pycontrast DIR] [--repeats 7] [--seconds 2] [--json]
+
+``--pycontrast DIR``: a checkout of https://github.com/HobbitLong/PyContrast (``git clone`` it
+anywhere; nothing of it is copied into this repository). Its *unmodified* InfoMin pipeline is
+imported from there -- ``datasets.util.build_transforms(aug="D", modal="RGB", use_memory_bank=False)``
+(the MoCo-queue setting: crop 0.2) through ``datasets.dataset.ImageFolderInstance(two_crop=True[,
+jigsaw_transform])`` -- and measured in the same rounds, so the ratio "x PyContrast" is always a
+same-run ratio (it needs ``scikit-image``, which PyContrast imports). Without it, only the
+torchvision re-composition is the baseline.
 
 Real photos come from Debian wallpaper packages (``apt-get download`` + ``dpkg-deb -x``, no install),
 cached with the derived 500x375 q90 JPEGs under ``$XDG_CACHE_HOME/infomin-det/bench_augment``.
 The process is pinned to one core, torch uses one thread; methods are interleaved round-robin in
-every repeat so that machine load hits all of them alike. Reports medians over the repeats and the
-ratios to the torchvision baseline and to decode-only (medians of per-repeat paired ratios), and
-to the 45 samples/s PyContrast anchor (measured once on another machine of this class: not a
-same-run baseline, so that ratio is indicative only).
+every repeat so that machine load hits all of them alike. Reports medians and min / max over the
+repeats and the ratios to the baselines and to decode-only (medians of per-repeat paired ratios).
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-ANCHOR = 45.0  # PyContrast InfoMin two-view samples/s per core (41 with jigsaw), measured on another machine
 PACKAGE = "mate-backgrounds"
 
 
@@ -94,6 +100,40 @@ def methods(files: list[Path]) -> dict[str, Callable[[Path], object]]:
     }
 
 
+def pycontrast_methods(checkout: Path, files: list[Path], scratch: Path) -> dict[str, Callable[[Path], object]]:
+    """PyContrast's InfoMin pipeline as its own code builds it, from ``checkout`` (see the docstring)."""
+    pkg = checkout / "pycontrast" if (checkout / "pycontrast" / "datasets").is_dir() else checkout
+    if not (pkg / "datasets" / "util.py").is_file():
+        sys.exit(f"error: {checkout} is not a PyContrast checkout (no pycontrast/datasets/util.py)\n"
+                 "  fix: git clone https://github.com/HobbitLong/PyContrast and pass --pycontrast <that folder>")
+    sys.path.insert(0, str(pkg))
+    try:
+        from datasets.dataset import ImageFolderInstance
+        from datasets.util import build_transforms
+    except ImportError as e:
+        sys.exit(f"error: PyContrast's pipeline cannot be imported: {e}\n"
+                 "  fix: pip install scikit-image (PyContrast imports skimage.color) into this venv")
+    finally:
+        sys.path.pop(0)
+    import datasets.util
+
+    if not Path(datasets.util.__file__).resolve().is_relative_to(pkg.resolve()):
+        sys.exit(f"error: 'datasets' resolved to {datasets.util.__file__}, not PyContrast's\n"
+                 "  fix: run in a venv without another top-level 'datasets' package")
+    folder = scratch / "pycontrast_imagefolder" / "all"     # ImageFolder wants root/<class>/<image>
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        link = folder / f.name
+        if not link.exists():
+            link.symlink_to(f.resolve())
+    train, jigsaw = build_transforms("D", "RGB", use_memory_bank=False)
+    two = ImageFolderInstance(str(folder.parent), transform=train, two_crop=True)
+    two_jig = ImageFolderInstance(str(folder.parent), transform=train, two_crop=True, jigsaw_transform=jigsaw)
+    index = {Path(p).name: i for i, (p, _) in enumerate(two.imgs)}
+    return {"PyContrast 2 views": lambda p: two[index[p.name]],
+            "PyContrast 2 views + jigsaw": lambda p: two_jig[index[p.name]]}
+
+
 def measure(fns: dict[str, Callable[[Path], object]], files: list[Path], repeats: int,
             seconds: float) -> dict[str, list[float]]:
     """samples/s per method per repeat; each repeat runs every method for ~``seconds``."""
@@ -121,6 +161,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2.0, help="seconds per method per repeat")
     ap.add_argument("--images", type=int, default=32, help="distinct input JPEGs")
     ap.add_argument("--cache", type=Path, default=None, help=f"cache dir (default {cache_dir()})")
+    ap.add_argument("--pycontrast", type=Path, default=None, metavar="DIR",
+                    help="a PyContrast checkout: measure its own pipeline side by side (see the docstring)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.repeats < 5:
@@ -131,12 +173,15 @@ def main() -> int:
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    files = make_inputs(args.cache or cache_dir(), args.images)
-    rates = measure(methods(files), files, args.repeats, args.seconds)
+    cache = args.cache or cache_dir()
+    files = make_inputs(cache, args.images)
+    fns = methods(files)
+    if args.pycontrast is not None:
+        fns.update(pycontrast_methods(args.pycontrast, files, cache))
+    rates = measure(fns, files, args.repeats, args.seconds)
     med = {k: statistics.median(v) for k, v in rates.items()}
     base = {"fast 2 views": "torchvision 2 views", "fast 2 views + jigsaw": "torchvision 2 views + jigsaw"}
-    anchor = {"fast 2 views": ANCHOR, "fast 2 views + jigsaw": 41.0,
-              "torchvision 2 views": ANCHOR, "torchvision 2 views + jigsaw": 41.0}
+    theirs = {"fast 2 views": "PyContrast 2 views", "fast 2 views + jigsaw": "PyContrast 2 views + jigsaw"}
     decode_name = "decode only (PIL)"
 
     def paired(a: str, b: str) -> float:
@@ -148,7 +193,7 @@ def main() -> int:
         rows.append({"method": name, "median_samples_per_s": round(m, 1),
                      "min": round(min(rates[name]), 1), "max": round(max(rates[name]), 1),
                      "x_torchvision": round(paired(name, base[name]), 2) if name in base else None,
-                     "x_anchor": round(m / anchor[name], 2) if name in anchor else None,
+                     "x_pycontrast": round(paired(name, theirs[name]), 2) if theirs.get(name) in rates else None,
                      "fraction_of_decode": round(paired(name, decode_name), 3)})
     if args.json:
         print(json.dumps({"repeats": args.repeats, "seconds": args.seconds, "images": len(files),
@@ -156,17 +201,16 @@ def main() -> int:
                           "rows": rows}, indent=2))
         return 0
     print(f"InfoMin augmentation, 500x375 JPEG q90 from real photos ({len(files)} files), 224 px views, "
-          f"1 core, 1 thread; median of {args.repeats} x {args.seconds:g} s")
-    print(f"{'method':<30} {'samples/s':>9} {'(min..max)':>15} {'x torchvision':>13} {'x anchor':>9} {'/ decode':>8}")
+          f"1 core, 1 thread; median of {args.repeats} x {args.seconds:g} s, interleaved")
+    print(f"{'method':<30} {'samples/s':>9} {'(min..max)':>15} {'x PyContrast':>12} {'x torchvision':>13} {'/ decode':>8}")
     for r in rows:
+        xp = f"{r['x_pycontrast']:.2f}" if r["x_pycontrast"] is not None else "-"
         xt = f"{r['x_torchvision']:.2f}" if r["x_torchvision"] is not None else "-"
-        xa = f"{r['x_anchor']:.2f}" if r["x_anchor"] is not None else "-"
         mm = f"({r['min']:.0f}..{r['max']:.0f})"
-        print(f"{r['method']:<30} {r['median_samples_per_s']:>9.1f} {mm:>15} {xt:>13} {xa:>9} "
+        print(f"{r['method']:<30} {r['median_samples_per_s']:>9.1f} {mm:>15} {xp:>12} {xt:>13} "
               f"{r['fraction_of_decode']:>8.3f}")
-    print("x torchvision, / decode: median over repeats of the ratio between runs made back to back; "
-          f"x anchor: against PyContrast's {ANCHOR:g} samples/s (41 with jigsaw; decode 856 img/s) on the "
-          "reference machine")
+    print("x PyContrast, x torchvision, / decode: median over repeats of the ratio between runs made back to back"
+          + ("" if args.pycontrast else "; PyContrast not measured (pass --pycontrast DIR)"))
     return 0
 
 

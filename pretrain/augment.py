@@ -97,6 +97,23 @@ class AugmentConfig:
         return b, c, s, min(h, 0.5)
 
 
+#: named recipes: AugmentConfig overrides. ``mocov2`` is MoCo v2's augmentation (the paper's baseline
+#: row "MoCo v2" against "InfoMin Aug."): crop (0.2, 1), flip, colour jitter (0.4, 0.4, 0.4, 0.1) p .8,
+#: grayscale p .2, blur sigma U(0.1, 2) p .5, no RandAugment (grayscale and blur are both linear, so
+#: their order -- MoCo v2 applies gray first -- does not change the result).
+RECIPES: dict[str, dict[str, object]] = {
+    "infomin": {},
+    "mocov2": {"jitter_factors": (0.4, 0.4, 0.4, 0.1), "randaug_ops": 0},
+}
+
+
+def recipe(name: str, **overrides: object) -> AugmentConfig:
+    """The :data:`RECIPES` entry ``name`` with ``overrides`` (size, crop_min, ...) applied."""
+    if not isinstance(name, str) or name not in RECIPES:
+        raise UserError(f"unknown augmentation recipe {name!r}", f"use one of {', '.join(RECIPES)}")
+    return AugmentConfig(**{**RECIPES[name], **overrides})
+
+
 # ----------------------------------------------------------------------------------------------
 # parameter sampling (shared by the fast pipeline and the statistical tests)
 

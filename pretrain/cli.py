@@ -20,6 +20,7 @@ import dataclasses
 import json
 import sys
 
+from pretrain.augment import RECIPES
 from pretrain.model import ARCHS
 
 
@@ -46,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float, default=d["temperature"])
     g.add_argument("--jigsaw", action="store_true", help="add the JigSaw branch (loss 0.5 main + 0.5 jigsaw)")
     g.add_argument("--image-size", type=int, default=d["image_size"])
+    g.add_argument("--augment", choices=list(RECIPES), default=d["augment"],
+                   help="augmentation recipe: the paper's InfoMin (default) or MoCo v2's (no RandAugment, weaker jitter)")
     g.add_argument("--crop-min", type=float, default=d["crop_min"], help="RandomResizedCrop lower area bound c")
     g.add_argument("--jitter-strength", type=float, default=d["jitter_strength"],
                    help="colour-jitter strength x: factors [0.8, 0.8, 0.8, 0.4] * x (hue capped at 0.5)")
@@ -179,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
         data=args.data, output_dir=args.output_dir, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
         base_lr=args.base_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         queue_size=args.queue_size, moco_momentum=args.moco_momentum, temperature=args.temperature,
-        image_size=args.image_size, crop_min=args.crop_min, jitter_strength=args.jitter_strength,
+        image_size=args.image_size, augment=args.augment, crop_min=args.crop_min, jitter_strength=args.jitter_strength,
         jigsaw=args.jigsaw, amp=args.amp, workers=args.workers, seed=args.seed,
         checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, device=args.device,
         tensorboard=not args.no_tensorboard, progress=sys.stderr.isatty(), probe=args.probe or "", **probe_every)

@@ -152,7 +152,6 @@ class MoCo(nn.Module):
         world = _world()
         if world == 1:
             return F.normalize(self.head_k(self.encoder_k(x)), dim=1)
-        b = x.shape[0]
         x_all = concat_all_gather(x)
         perm = torch.randperm(x_all.shape[0], device=x.device)
         dist.broadcast(perm, src=0)
@@ -169,6 +168,21 @@ class MoCo(nn.Module):
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         acc = (logits.argmax(1) == 0).float().mean()
         return F.cross_entropy(logits, target), acc
+
+    @torch.no_grad()
+    def key_retrieval(self, batches: list[torch.Tensor]) -> float:
+        """Positive-pair accuracy without stale keys: each query's own key must score highest among
+        the keys of *all* images of ``batches`` (uint8 (B, 2, 3, S, S) each), every key made by the
+        current key encoder. Chance is 1 / (number of images). The training-time ``acc`` compares the
+        fresh key with a queue of keys made by older key encoders, which a network can tell apart by
+        the encoder's version alone (``docs/pretrain.md``, "Does the demo's pretraining learn?").
+        Modes as in training (BN batch statistics per batch); the queue is not touched."""
+        qs, ks = [], []
+        for views in batches:
+            qs.append(F.normalize(self.head_q(self.encoder_q(normalize(views[:, 0]))), dim=1))
+            ks.append(F.normalize(self.head_k(self.encoder_k(normalize(views[:, 1]))), dim=1))
+        q, k = torch.cat(qs).float(), torch.cat(ks).float()
+        return float(((q @ k.T).argmax(1) == torch.arange(len(q), device=q.device)).float().mean())
 
     def forward(self, views: torch.Tensor, jigsaw: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         xq, xk = normalize(views[:, 0]), normalize(views[:, 1])

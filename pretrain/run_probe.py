@@ -31,7 +31,6 @@ probe on frozen features (:func:`pretrain.probe.linear_probe`, the view sweep's 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -46,6 +45,7 @@ from infomin_det.errors import UserError
 from pretrain.augment import normalize
 from pretrain.data import ImageList, SkipUnreadable, check_decodable, scan_folder
 from pretrain.probe import linear_probe
+from pretrain.steplog import append_step, read_steps
 
 PROBE_FILE = "probe.jsonl"
 DEFAULT_EVERY = 200   # steps between probes (plus step 0 and the last step)
@@ -97,33 +97,6 @@ def due(step: int, every: int, stop_at: int) -> bool:
     return step == 0 or step % every == 0 or step == stop_at
 
 
-def read_log(path: Path) -> dict[int, dict[str, Any]]:
-    """The records of ``probe.jsonl`` by step (a torn or foreign line is skipped)."""
-    out: dict[int, dict[str, Any]] = {}
-    if not path.is_file():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-            out[int(rec["step"])] = rec
-        except (ValueError, KeyError, TypeError):
-            continue
-    return out
-
-
-def append_record(path: Path, rec: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it (after closing a torn last line, if any)."""
-    with open(path, "ab+") as f:
-        f.seek(0, os.SEEK_END)
-        torn = False
-        if f.tell():
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-        f.write((b"\n" if torn else b"") + (json.dumps(rec) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
 @torch.no_grad()
 def features(encoder: nn.Module, images: ImageList, image_size: int, device: torch.device,
              amp: torch.dtype | None = None, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,7 +129,7 @@ class RunProbe:
         self.data = probe_set(root)
         self.every, self.path = every, Path(out_dir) / PROBE_FILE
         self.image_size, self.device, self.amp, self.workers = image_size, device, amp, workers
-        self.records = read_log(self.path)
+        self.records = read_steps(self.path)
 
     def run(self, step: int, encoder: nn.Module, writer: Any = None, bar: Any = None) -> dict[str, Any] | None:
         """Probe ``encoder`` at ``step`` unless that step is recorded; returns the new record."""
@@ -168,7 +141,7 @@ class RunProbe:
         r = linear_probe(tx, ty, vx, vy, len(self.data.classes))
         rec = {"step": step, "val_top1": round(r.accuracy, 6), "train_top1": round(r.train_accuracy, 6),
                "n_train": len(ty), "n_val": len(vy), "seconds": round(time.perf_counter() - t0, 3)}
-        append_record(self.path, rec)
+        append_step(self.path, rec)
         self.records[step] = rec
         if writer is not None:
             writer.add_scalar("pretrain/probe_top1", r.accuracy, step)

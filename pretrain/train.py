@@ -6,7 +6,7 @@ processes (the launcher or :func:`run_local` does that), resumes from the newest
 a JSON-able summary. SGD lr = base_lr x global batch / 256, momentum 0.9, wd 1e-4, linear warm-up
 (default: 0 epochs up to a global batch of 256, 5 above) then cosine to 0, stepped per iteration.
 The steps of a process (``_Run``): data and schedule, model and optimiser (seeded), resume, the
-loop (``_Monitor``: bar, TensorBoard, progress file; ``--probe``: :mod:`pretrain.run_probe`), save.
+loop (``_Monitor``: bar, TensorBoard, progress file, ``metrics.jsonl``; ``--probe``: :mod:`pretrain.run_probe`), save.
 
 Every value is checked (:meth:`PretrainSpec.check`, :func:`preflight`) before a process starts or a
 file is written. The training step never waits for the device: losses are summed on the device and
@@ -33,14 +33,15 @@ from infomin_det.preempt import PreemptionSignal
 from infomin_det.progress import ProgressWriter
 from pretrain import checkpoint as ckpt_io
 from pretrain import device as devices
-from pretrain import limits
-from pretrain.augment import AugmentConfig, InfoMinAugment
+from pretrain import limits, steplog
+from pretrain.augment import AugmentConfig, InfoMinAugment, recipe
 from pretrain.data import EpochSampler, ImageList, SkipUnreadable, check_decodable, scan_folder
 from pretrain.model import MoCo, arch_of
 from pretrain.outdir import check_writable, created
 
 AMP_DTYPES = devices.AMP_DTYPES
-LOG_EVERY = 20  # steps between host reads of the losses (progress bar, TensorBoard)
+LOG_EVERY = 20  # steps between host reads of the losses (metrics.jsonl, progress bar, TensorBoard)
+METRICS_FILE = "metrics.jsonl"  # rank 0: the pretext task every LOG_EVERY steps (pretrain.steplog)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class PretrainSpec:
     moco_momentum: float = 0.999
     temperature: float = 0.15
     image_size: int = 224
+    augment: str = "infomin"             # a recipe of pretrain.augment.RECIPES: infomin | mocov2
     crop_min: float = 0.2
     jitter_strength: float = 1.0
     jigsaw: bool = False
@@ -77,8 +79,8 @@ class PretrainSpec:
     probe_every: int = 200               # steps between probes (also at step 0 and the last step)
 
     def augment_config(self) -> AugmentConfig:
-        return AugmentConfig(size=self.image_size, crop_min=self.crop_min,
-                             jitter_strength=self.jitter_strength, jigsaw=self.jigsaw)
+        return recipe(self.augment, size=self.image_size, crop_min=self.crop_min,
+                      jitter_strength=self.jitter_strength, jigsaw=self.jigsaw)
 
     def check(self) -> None:
         """Refuse every out-of-range value (UserError naming the flag); no device is probed."""
@@ -227,8 +229,11 @@ class _Monitor:
             from tqdm import tqdm
             self.bar = tqdm(total=run.stop_at, initial=run.step, desc=f"pretrain {run.arch.name}", unit="step",
                             dynamic_ncols=True)
+        self.metrics: Path | None = None
         if run.rank == 0:
             self.progress = ProgressWriter(run.out_dir, run.stop_at, run.step)
+            self.metrics = run.out_dir / METRICS_FILE
+            steplog.truncate_after(self.metrics, run.step)  # a resumed run redoes the later steps
         self.world = run.world
         self.sums: dict[str, torch.Tensor] = {}   # losses summed on the device since the last log
         self.n_summed = 0
@@ -248,13 +253,17 @@ class _Monitor:
             self.progress.update(step)
 
     def log(self, step: int, lr: float) -> None:
-        if self.n_summed and (self.writer is not None or self.bar is not None):
+        if self.n_summed and self.metrics is not None:
             means = {k: float(v) / self.n_summed for k, v in self.sums.items()}  # the one host sync per interval
+            samples_per_s = self.n_seen / (time.perf_counter() - self.t_start)
+            steplog.append_step(self.metrics, {"step": step, **{k: round(v, 6) for k, v in means.items()},
+                                               "lr": round(lr, 8), "steps_averaged": self.n_summed,
+                                               "samples_per_s": round(samples_per_s, 2)})
             if self.writer is not None:
                 for k, v in means.items():
                     self.writer.add_scalar(f"pretrain/{k}", v, step)
                 self.writer.add_scalar("pretrain/lr", lr, step)
-                self.writer.add_scalar("pretrain/samples_per_s", self.n_seen / (time.perf_counter() - self.t_start), step)
+                self.writer.add_scalar("pretrain/samples_per_s", samples_per_s, step)
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.4f}")
         self.sums, self.n_summed = {}, 0

@@ -44,3 +44,14 @@ def test_inputs_are_500x375_q90_and_deterministic(tmp_path):
     for f in files:
         f.unlink()
     assert _digest(bench.make_inputs(tmp_path / "cache", 5)) == first
+
+
+def test_a_folder_that_is_not_a_pycontrast_checkout_is_refused(tmp_path):
+    import pytest
+
+    bench = _bench()
+    (tmp_path / "pycontrast" / "datasets").mkdir(parents=True)      # the layout, but no util.py
+    for where in (tmp_path, tmp_path / "nowhere"):
+        with pytest.raises(SystemExit) as e:
+            bench.pycontrast_methods(where, [], tmp_path)
+        assert "is not a PyContrast checkout" in str(e.value) and "fix: git clone" in str(e.value)

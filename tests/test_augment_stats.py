@@ -197,6 +197,28 @@ def test_bad_recipe_values_refused():
     assert AugmentConfig(jitter_strength=2.5).jitter == (2.0, 2.0, 2.0, 0.5)
 
 
+# MoCo v2's augmentation as its authors published it (facebookresearch/moco, main_moco.py, --aug-plus):
+# RandomResizedCrop(224, scale=(0.2, 1.)), RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+# RandomGrayscale(p=0.2), RandomApply([GaussianBlur([.1, 2.])], p=0.5), RandomHorizontalFlip()
+MOCO_V2 = {"crop_min": 0.2, "jitter": (0.4, 0.4, 0.4, 0.1), "jitter_p": 0.8, "gray_p": 0.2, "blur_sigma": (0.1, 2.0),
+           "blur_p": 0.5, "flip_p": 0.5, "randaug_ops": 0}
+
+
+def test_the_mocov2_recipe_is_moco_v2s_published_augmentation_value_by_value():
+    from pretrain.augment import recipe
+
+    cfg = recipe("mocov2", size=224)
+    assert {k: getattr(cfg, k) for k in MOCO_V2} == MOCO_V2
+    # the InfoMin recipe differs exactly where the paper says it does: stronger jitter, RandAugment
+    inf = recipe("infomin", size=224)
+    assert inf.jitter == (0.8, 0.8, 0.8, 0.4) and inf.randaug_ops == 2
+    assert {k: getattr(inf, k) for k in MOCO_V2 if k not in ("jitter", "randaug_ops")} == \
+        {k: v for k, v in MOCO_V2.items() if k not in ("jitter", "randaug_ops")}
+    for bad in ("simclr", "", None, 3, ["mocov2"]):
+        with pytest.raises(UserError, match="augmentation recipe"):
+            recipe(bad)
+
+
 def test_strength_sweep_options_reach_the_sampled_parameters():
     """c (crop lower bound) and x (jitter strength) are the knobs of the paper's reverse-U studies."""
     data = _jpeg(60, 45)

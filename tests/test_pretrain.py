@@ -17,7 +17,8 @@ from infomin_det.progress import PROGRESS_FILE
 from pretrain.augment import InfoMinAugment
 from pretrain.data import SkipUnreadable, scan_folder
 from pretrain.model import MoCo, arch_of, build_backbone
-from pretrain.train import PretrainSpec, build, pretrain_worker
+from pretrain import steplog
+from pretrain.train import METRICS_FILE, PretrainSpec, build, pretrain_worker
 
 
 def write_images(root: Path, n_per_class: int = 8, classes=("a", "b"), size=(64, 48), seed=0) -> Path:
@@ -120,11 +121,19 @@ def test_checkpoint_format_and_resume_gives_identical_next_step(images, tmp_path
     straight = pretrain_worker(tiny_spec(images, tmp_path / "straight", max_steps=3))
     first = pretrain_worker(tiny_spec(images, tmp_path / "resumed", max_steps=2))
     assert first["step"] == 2 and first["resumed_from"] is None
+    steplog.append_step(tmp_path / "resumed" / METRICS_FILE, {"step": 3, "loss": -1.0})  # a step lost in a crash
     again = pretrain_worker(tiny_spec(images, tmp_path / "resumed", max_steps=3))
     assert again["resumed_from"].endswith("checkpoint_00000002.pth") and again["step"] == 3
     shown = json.loads((tmp_path / "resumed" / PROGRESS_FILE).read_text())
     assert (shown["step"], shown["total"], shown["attempt_first_step"]) == (3, 3, 2)   # ETA from this attempt's pace
     assert again["loss"] == straight["loss"]
+    # the pretext log: one line per logged step, the lost step's line replaced by the redone one
+    logs = [steplog.read_steps(tmp_path / run / METRICS_FILE) for run in ("straight", "resumed")]
+    assert [list(log) for log in logs] == [[2, 3], [2, 3]]
+    assert len((tmp_path / "resumed" / METRICS_FILE).read_text().splitlines()) == 2
+    for a, b in zip(*(log.values() for log in logs)):
+        assert {k: a[k] for k in ("loss", "loss_main", "acc", "lr")} == {k: b[k] for k in ("loss", "loss_main", "acc", "lr")}
+    assert 0 <= logs[1][3]["acc"] <= 1 and logs[1][3]["loss"] > 0
     assert_same_state(torch.load(straight["checkpoint"], weights_only=True),
                       torch.load(again["checkpoint"], weights_only=True))
 

@@ -83,6 +83,16 @@ def test_out_of_range_training_numbers_are_refused_up_front(data, tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unknown_augmentation_recipe_is_refused(data, tmp_path, capsys):
+    for bad in ("simclr", ""):
+        with pytest.raises(SystemExit) as e:               # argparse's own refusal of a choice
+            cli_main(["pretrain", str(data), "-o", str(tmp_path / "out"), *TINY, "--augment", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--augment: invalid choice" in err and "'mocov2'" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 BAD_LINEAR = [
     (["--linear-epochs", "0"], "--linear-epochs"), (["--linear-epochs", "-1"], "--linear-epochs"),
     (["--linear-lr", "nan"], "--linear-lr"), (["--linear-lr", "-1"], "--linear-lr"), (["--linear-lr", "0"], "--linear-lr"),

@@ -13,7 +13,8 @@ from PIL import Image
 
 from infomin_det.cli import main as cli_main
 from infomin_det.errors import UserError
-from pretrain.run_probe import PROBE_FILE, append_record, read_log
+from pretrain.run_probe import PROBE_FILE
+from pretrain.steplog import append_step, read_steps
 from pretrain.train import pretrain_worker
 from test_pretrain import tiny_spec, write_images
 
@@ -52,7 +53,7 @@ def test_probe_schedule_records_and_resume_does_not_duplicate(data, tmp_path, ca
     err = capsys.readouterr().err
     assert "probe step 0: val top-1 " in err and "(train " in err and "; random init)" in err, err
     assert "probe step 2: val top-1 " in err and "; step 0: " in err, err
-    for rec in read_log(run / PROBE_FILE).values():
+    for rec in read_steps(run / PROBE_FILE).values():
         assert 0 <= rec["val_top1"] <= 1 and 0 <= rec["train_top1"] <= 1, rec
         assert (rec["n_train"], rec["n_val"]) == (18, 9), rec
     # the probe draws no training randomness: the same run without it ends with the same loss
@@ -83,12 +84,12 @@ def test_probe_goes_to_tensorboard(data, tmp_path):
 
 def test_a_torn_last_line_is_skipped_and_closed_off(tmp_path):
     path = tmp_path / PROBE_FILE
-    append_record(path, {"step": 0, "val_top1": 0.5})
+    append_step(path, {"step": 0, "val_top1": 0.5})
     with open(path, "a") as f:
         f.write('{"step": 2, "val_to')                     # a crash mid-write
-    assert list(read_log(path)) == [0]
-    append_record(path, {"step": 2, "val_top1": 0.6})
-    assert read_log(path)[2]["val_top1"] == 0.6 and len(path.read_text().splitlines()) == 3
+    assert list(read_steps(path)) == [0]
+    append_step(path, {"step": 2, "val_top1": 0.6})
+    assert read_steps(path)[2]["val_top1"] == 0.6 and len(path.read_text().splitlines()) == 3
 
 
 def _cli(images: Path, out: Path, *extra: str) -> int:

@@ -13,18 +13,24 @@ Sizes live in :class:`DemoSize`: ``QUICK`` is the CI smoke run, ``FULL`` the REA
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from infomin_det.errors import UserError
 
+if TYPE_CHECKING:
+    from infomin_det.engine.spec import TrainSpec
+
 PROTOCOL = "coco/R50-FPN-1x"  # Mask R-CNN FPN protocol; the backbone is overridden to R-18 below
 CATEGORIES = 8  # tuxpaint cut-out classes in the composite set
+DEFAULT_MINUTES = 25.0  # the local demo's wall-time budget (infomin_det.demo.budget)
 
 
 @dataclass(frozen=True)
@@ -124,22 +130,88 @@ def _run(tasks: list, root: Path, options, cluster: str, console: Console, what:
                                     f"see {s.job.paths.stderr} and {s.output_dir}/log.txt")
 
 
-def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", console: Console | None = None) -> dict:
-    """Run the whole demo into ``out``; returns the summary written to ``out/summary.json``."""
+def pretrain_spec(size: DemoSize, pre_root: Path, out: Path, steps: int):
+    """The demo's InfoMin pretraining (a ``pretrain.train.PretrainSpec``): R-18 at 64 px, queue 64
+    batches, cosine ending at ``steps``; m = 0.99 (at 0.999 the key encoder of a 1000-step run would
+    still be 37 % its random init). What this budget does and does not learn: ``docs/pretrain.md``,
+    "Does the demo's pretraining learn?"."""
+    from pretrain.train import PretrainSpec
+
+    per_epoch = size.pretrain_images // size.pretrain_batch
+    return PretrainSpec(data=str(pre_root / "images"), output_dir=str(out), arch="R-18",
+                        epochs=-(-steps // per_epoch), max_steps=steps,
+                        batch_size=size.pretrain_batch, queue_size=size.pretrain_batch * 64, moco_momentum=0.99,
+                        image_size=64, workers=0, device="cpu", tensorboard=False, progress=False)
+
+
+def supervised_spec(size: DemoSize, lab_root: Path, out: Path, epochs: int):
+    """The supervised baseline on the labelled cut-outs (a ``pretrain.supervised.SupervisedSpec``)."""
+    from pretrain.supervised import SupervisedSpec
+
+    return SupervisedSpec(train=str(lab_root / "train"), val=str(lab_root / "val"), output_dir=str(out),
+                          epochs=epochs, batch_size=min(64, size.labelled_per_class * CATEGORIES), progress=False,
+                          device="cpu")
+
+
+def finetune_spec(size: DemoSize, name: str, weights: str, seed: int, runs_root: Path, dataset: str) -> "TrainSpec":
+    from infomin_det.engine.spec import TrainSpec
+    from infomin_det.rundir import run_dir
+
+    variant = "" if weights else "rgb"     # random init with the other rows' RGB/ImageNet input
+    return TrainSpec(protocol=PROTOCOL, weights=weights, weights_name=name, seed=seed, experiment="demo",
+                     output_dir=str(run_dir(runs_root, "demo", PROTOCOL, name, seed, variant)),
+                     opts=finetune_opts(size), dataset=dataset, variant=variant, device="cpu")
+
+
+def _calibration_jobs(size: DemoSize, pre_root: Path, lab_root: Path, dataset: str):
+    """``jobs(kind, units, scratch)`` for :func:`infomin_det.demo.budget.calibrate`: the demo's own
+    jobs (random-init fine-tuning) at ``units`` steps / epochs / iterations, writing under ``scratch``."""
+    def job(kind: str, units: int, scratch: Path) -> tuple[str, object]:
+        if kind == "pretrain":
+            return "pretrain.train:pretrain_worker", pretrain_spec(size, pre_root, scratch / f"pre{units}", units)
+        if kind == "supervised":
+            return "pretrain.supervised:train_supervised", supervised_spec(size, lab_root, scratch / f"sup{units}", units)
+        return "infomin_det.engine.trainer:train_worker", finetune_spec(
+            dataclasses.replace(size, finetune_iters=units), "random", "", 0, scratch / f"ft{units}", dataset)
+    return job
+
+
+def _budgeted(size: DemoSize, minutes: float, out: Path, t0: float, pre_root: Path, lab_root: Path, dataset: str,
+              console: Console) -> DemoSize:
+    """``size`` with the steps and iterations that fit ``minutes`` here (:mod:`infomin_det.demo.budget`)."""
+    from infomin_det.demo import budget
+
+    parallel = max(1, min(2, os.cpu_count() or 1))
+    job = _calibration_jobs(size, pre_root, lab_root, dataset)
+
+    def make() -> tuple:
+        console.print(f"calibrating on this machine ({parallel} 1-thread jobs side by side, ~1-2 min) ...")
+        cal = budget.calibrate(job, parallel)
+        return cal, budget.fit(minutes, time.perf_counter() - t0, cal, size.seeds, size.supervised_epochs)
+
+    cal, plan = budget.load_or_save(out, minutes, make)
+    console.print(f"budget {minutes:g} min on this machine: {cal.pretrain_step_s:.2f} s/pretraining step, "
+                  f"{cal.finetune_iter_s:.2f} s/fine-tuning iteration + {cal.finetune_fixed_s:.0f} s per run "
+                  f"(calibration {cal.seconds:.0f} s) -> {plan.pretrain_steps} pretraining steps, "
+                  f"{plan.supervised_epochs} supervised epochs, {plan.finetune_iters} fine-tuning iterations "
+                  f"(expected: pretraining stage {plan.pretrain_stage_s:.0f} s, fine-tuning {plan.finetune_stage_s:.0f} s)")
+    return budget.sized(size, plan)
+
+
+def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", console: Console | None = None,
+             minutes: float | None = None) -> dict:
+    """Run the whole demo into ``out``; returns the summary written to ``out/summary.json``. With
+    ``minutes``, ``size``'s steps and iterations are fitted to that wall time on this machine."""
     from infomin_det.convert.converter import convert
     from infomin_det.convert.verify import verify
     from infomin_det.data.composites import build_composites
     from infomin_det.data.labelled_set import build_labelled_set
     from infomin_det.data.pretrain_set import build_pretrain_set
-    from infomin_det.engine.spec import TrainSpec
     from infomin_det.launch import DistributedTask, ExecutorOptions
     from infomin_det.report.aggregate import build_tables
     from infomin_det.report.plot import plot_gaps
     from infomin_det.report.render import print_terminal, to_json, to_markdown
     from infomin_det.report.runs import find_runs
-    from infomin_det.rundir import run_dir
-    from pretrain.supervised import SupervisedSpec
-    from pretrain.train import PretrainSpec
 
     console = console or Console()
     out = Path(out).resolve()
@@ -155,20 +227,17 @@ def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", con
     det = build_composites(size.det_train, size.det_val, size.det_size, seed=0)
     lab_root = build_labelled_set(size.labelled_per_class, max(1, size.labelled_per_class // 3), 64, seed=0)
     console.print(f"pretraining crops: {pre_root}\ndetection composites: {det.root}\nlabelled cut-outs: {lab_root}")
+    tr, va = det.splits["train"], det.splits["val"]
+    dataset = f"coco-json:{tr[0]}:{tr[1]}:{va[0]}:{va[1]}"
     step("data")
+    if minutes is not None:
+        console.rule(f"[bold]time budget: {minutes:g} minutes")
+        size = _budgeted(size, minutes, out, t0, pre_root, lab_root, dataset, console)
+        step("calibration")
 
     console.rule("[bold]2/5 pretrain InfoMin ResNet-18 (MoCo v2, InfoMin augmentation) | supervised ResNet-18")
-    per_epoch = size.pretrain_images // size.pretrain_batch
-    # the cosine schedule ends at pretrain_steps; m = 0.99: at 0.999 the key encoder of a 1000-step run
-    # would still be 37 % its random initialisation
-    pspec = PretrainSpec(data=str(pre_root / "images"), output_dir=str(out / "pretrain"), arch="R-18",
-                         epochs=-(-size.pretrain_steps // per_epoch), max_steps=size.pretrain_steps,
-                         batch_size=size.pretrain_batch, queue_size=size.pretrain_batch * 64, moco_momentum=0.99,
-                         image_size=64, workers=0, device="cpu", tensorboard=False, progress=False)
-    sspec = SupervisedSpec(train=str(lab_root / "train"), val=str(lab_root / "val"),
-                           output_dir=str(out / "supervised"), epochs=size.supervised_epochs,
-                           batch_size=min(64, size.labelled_per_class * CATEGORIES), progress=False,
-                           device="cpu")
+    pspec = pretrain_spec(size, pre_root, out / "pretrain", size.pretrain_steps)
+    sspec = supervised_spec(size, lab_root, out / "supervised", size.supervised_epochs)
     first = [DistributedTask("pretrain.train:pretrain_worker", pspec, threads=1, label="pretrain"),
              DistributedTask("pretrain.supervised:train_supervised", sspec, threads=1, label="supervised")]
     _run(first, out / "pretrain_exp", ExecutorOptions(cpus_per_task=1, timeout_min=120), cluster, console, "pretrain")
@@ -194,18 +263,12 @@ def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", con
 
     console.rule("[bold]4/5 fine-tune Mask R-CNN R-18 FPN: random init vs InfoMin vs supervised, seeds "
                  f"0..{size.seeds - 1}")
-    tr, va = det.splits["train"], det.splits["val"]
-    dataset = f"coco-json:{tr[0]}:{tr[1]}:{va[0]}:{va[1]}"
     runs_root = out / "runs"
     tasks = []
     for name, w in weights.items():
         for seed in range(size.seeds):
-            variant = "" if w else "rgb"     # random init with the other rows' RGB/ImageNet input
-            spec = TrainSpec(protocol=PROTOCOL, weights=w, weights_name=name, seed=seed, experiment="demo",
-                             output_dir=str(run_dir(runs_root, "demo", PROTOCOL, name, seed, variant)),
-                             opts=finetune_opts(size), dataset=dataset, variant=variant,
-                             device="cpu")
-            tasks.append(DistributedTask("infomin_det.engine.trainer:train_worker", spec,
+            tasks.append(DistributedTask("infomin_det.engine.trainer:train_worker",
+                                         finetune_spec(size, name, w, seed, runs_root, dataset),
                                          threads=1, label=f"{name}/seed{seed}"))
     _run(tasks, runs_root / "demo", ExecutorOptions(cpus_per_task=1, timeout_min=120), cluster, console, "fine-tune")
     step("fine-tune")
@@ -225,7 +288,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, cluster: str = "local", con
         console.print(f"[bold]claim[/] {metric}: InfoMin - random = {c['gap']:+.2f} AP, 2 std = {c['two_std']:.2f} -> "
                       + ("[green]gap larger than 2 std" if c["holds"] else "[yellow]not larger than 2 std at this scale"))
     step("report")
-    summary = {"size": asdict(size), "cluster": cluster, "timings_s": timings,
+    summary = {"size": asdict(size), "minutes": minutes, "cluster": cluster, "timings_s": timings,
                "total_s": round(time.perf_counter() - t0, 1), "checkpoint": ckpt, "weights": weights,
                "verify_passed": True, "converted_from": verified, "supervised_top1": sup["top1"],
                "report": report, "claim": claim, "plot": str(png)}

@@ -1,0 +1,196 @@
+"""Does InfoMin pretraining learn at the demo's scale? Pretext curve + linear probe, per variant.
+
+    .venv/bin/python benchmarks/pretrain_learning.py run NAME [--lr 0.1] [--steps 300] [--seed 0] \
+        [--aug infomin|mocov2|crop] [--negatives queue|batch] [--momentum 0.99] [--probe-every 100]
+    .venv/bin/python benchmarks/pretrain_learning.py table [NAME ...]
+    .venv/bin/python benchmarks/pretrain_learning.py plot OUT.png NAME [NAME ...]
+
+One process, one thread (run two at a time on two cores). The demo's data and model: the 3000
+96-px crops of real photos (``build_pretrain_set``), ResNet-18 MoCo v2 with the InfoMin head at 64
+px, batch 32, queue 2048, T 0.15, SGD momentum 0.9, wd 1e-4, ``--lr`` the *peak* learning rate
+(cosine to 0 at ``--steps``). Every 20 steps: the pretext task's mean InfoNCE and positive-pair
+accuracy; at step 0 and every ``--probe-every`` steps: the toolkit's linear probe
+(:func:`pretrain.probe.linear_probe` on :func:`pretrain.run_probe.features`, the same as
+``infomin-det pretrain --probe``) of the query encoder on the labelled 8-class cut-out set (1200
+train / 400 val, 64 px). Records go to ``runs/learning/NAME.jsonl``.
+
+Diagnostic variants that are not toolkit options (they answer "which part holds learning back?"):
+``--negatives batch`` replaces the queue by the other keys of the batch (no stale negatives);
+``--aug mocov2`` is MoCo v2's weaker recipe (jitter 0.4/0.4/0.4/0.1, no RandAugment); ``--aug crop``
+crop + flip only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "runs" / "learning"  # git-ignored
+
+
+def _augment(name: str, size: int):
+    from pretrain.augment import AugmentConfig, recipe
+
+    if name == "crop":   # a diagnostic control, not a recipe: crop + flip only
+        return AugmentConfig(size=size, jitter_p=0, blur_p=0, randaug_ops=0, gray_p=0)
+    return recipe(name, size=size)
+
+
+def run(a: argparse.Namespace) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from infomin_det.data.labelled_set import build_labelled_set
+    from infomin_det.data.pretrain_set import build_pretrain_set
+    from pretrain.augment import InfoMinAugment
+    from pretrain.data import EpochSampler, SkipUnreadable, scan_folder
+    from pretrain.model import MoCo, arch_of
+    from pretrain.probe import linear_probe
+    from pretrain.run_probe import features, probe_set
+
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    images = scan_folder(build_pretrain_set(3000, 96, seed=0) / "images")
+    labelled = probe_set(build_labelled_set(150, 50, 64, seed=0))
+    ds = SkipUnreadable(images, InfoMinAugment(_augment(a.aug, 64)), a.seed)
+    model = MoCo(arch_of("R-18"), queue_size=a.queue, momentum=a.momentum, temperature=a.temperature)
+    if a.negatives == "batch":
+        def in_batch(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = (q @ k.T).float() / model.t
+            target = torch.arange(q.shape[0])
+            return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean()
+        model._nce = in_batch
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=a.lr, momentum=0.9, weight_decay=1e-4)
+    cpu = torch.device("cpu")
+
+    held = SkipUnreadable(images, InfoMinAugment(_augment(a.aug, 64)), a.seed + 1)   # other draws of the views
+    held.epoch = 10**6
+    held_batches = [torch.stack([held[i]["views"] for i in range(j, j + 32)]) for j in range(0, 256, 32)]
+
+    def probe() -> dict[str, float]:
+        tx, ty = features(model.encoder_q, labelled.train, 64, cpu)
+        vx, vy = features(model.encoder_q, labelled.val, 64, cpu)
+        return {"probe": linear_probe(tx, ty, vx, vy, len(labelled.classes)).accuracy,
+                "retrieval": model.key_retrieval(held_batches)}
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{a.name}.jsonl"
+    with open(path, "w") as log:
+        def record(**rec: float) -> None:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(a.name, json.dumps(rec), flush=True)
+
+        t0 = time.perf_counter()
+        record(step=0, **probe(), seconds=0.0, config=vars(a))
+        model.train()
+        sampler = EpochSampler(len(images.files), 32, 0, 1, a.seed)
+        step, sums, epoch = 0, [0.0, 0.0], 0
+        while step < a.steps:
+            sampler.epoch = ds.epoch = epoch
+            for batch in torch.utils.data.DataLoader(ds, batch_size=32, sampler=sampler, num_workers=0, drop_last=True):
+                for g in opt.param_groups:
+                    g["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+                out = model(batch["views"])
+                opt.zero_grad()
+                out["loss"].backward()
+                opt.step()
+                step += 1
+                sums[0] += float(out["loss"].detach())
+                sums[1] += float(out["acc"])
+                if step % 20 == 0 or step == a.steps:
+                    rec = {"step": step, "loss": sums[0] / 20, "acc": sums[1] / 20}
+                    sums = [0.0, 0.0]
+                    if step % a.probe_every < 20 or step == a.steps:
+                        rec.update(probe())
+                    record(**rec, seconds=round(time.perf_counter() - t0, 1))
+                if step >= a.steps:
+                    break
+            epoch += 1
+
+
+def _load(name: str) -> list[dict]:
+    return [json.loads(line) for line in (OUT / f"{name}.jsonl").read_text().splitlines()]
+
+
+def table(names: list[str]) -> None:
+    names = names or sorted(p.stem for p in OUT.glob("*.jsonl"))
+    print("| run | steps | minutes | probe top-1 by step (step 0 = random init) | last loss / acc |")
+    print("|---|---|---|---|---|")
+    for n in names:
+        recs = _load(n)
+        probes = " ".join(f"{r['step']}: {100 * r['probe']:.1f}" for r in recs if "probe" in r)
+        last = recs[-1]
+        print(f"| {n} | {last['step']} | {last['seconds'] / 60:.1f} | {probes} | "
+              f"{last.get('loss', float('nan')):.2f} / {last.get('acc', float('nan')):.2f} |")
+
+
+def plot(out: str, names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    colours = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+    for i, n in enumerate(names):
+        recs, c = _load(n), colours[i % len(colours)]
+        cfg = recs[0].get("config", {})
+        label = (f"{n}: peak lr {cfg.get('lr')}, {cfg.get('aug')}, m {cfg.get('momentum')}, "
+                 f"{cfg.get('steps')}-step cosine (ran {recs[-1]['step']})")
+        pre = [r for r in recs if "loss" in r]
+        axes[0].plot([r["step"] for r in pre], [r["loss"] for r in pre], color=c, label=label)
+        axes[1].plot([r["step"] for r in pre], [r["acc"] for r in pre], color=c, label=label)
+        pr = [r for r in recs if "probe" in r]
+        axes[2].plot([r["step"] for r in pr], [100 * r["probe"] for r in pr], "o-", color=c, label=label)
+        axes[2].axhline(100 * pr[0]["probe"], color=c, lw=0.8, ls=":")
+    axes[0].axhline(math.log(2049), color="grey", ls="--", lw=1)
+    axes[0].text(0, math.log(2049), " chance log 2049", va="bottom", fontsize=8, color="grey")
+    axes[2].axhline(12.5, color="grey", ls="--", lw=1)
+    axes[2].text(0, 12.5, " chance 12.5 %", va="bottom", fontsize=8, color="grey")
+    for ax, title in zip(axes, ("pretext InfoNCE (mean of 20 steps)", "positive-pair accuracy vs the training queue",
+                                "linear probe val top-1 % (dotted: step 0 = random init)")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("pretraining step (batch 32)")
+        ax.grid(alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.1))
+    fig.savefig(out, dpi=150, bbox_inches="tight")
+    print(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("name")
+    r.add_argument("--steps", type=int, default=300)
+    r.add_argument("--lr", type=float, default=0.1, help="peak learning rate (batch 32)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--aug", choices=("infomin", "mocov2", "crop"), default="infomin")
+    r.add_argument("--negatives", choices=("queue", "batch"), default="queue")
+    r.add_argument("--momentum", type=float, default=0.99)
+    r.add_argument("--temperature", type=float, default=0.15)
+    r.add_argument("--queue", type=int, default=2048)
+    r.add_argument("--probe-every", type=int, default=100)
+    t = sub.add_parser("table")
+    t.add_argument("names", nargs="*")
+    f = sub.add_parser("plot")
+    f.add_argument("out")
+    f.add_argument("names", nargs="+")
+    a = p.parse_args(argv)
+    if a.cmd == "run":
+        run(a)
+    elif a.cmd == "table":
+        table(a.names)
+    else:
+        plot(a.out, a.names)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
