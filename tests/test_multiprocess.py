@@ -281,12 +281,12 @@ def test_sync_and_precise_bn_statistics_are_the_same_on_every_rank_and_in_the_ch
     weights each iteration by the rank's own batch size: equality has to come from naiveSyncBN in
     training and from the trainer after PreciseBN. Checked on every rank at both PreciseBN calls
     (after iteration 2 and the final one), before (SyncBN's running statistics) and after."""
-    bn_keys = None
+    bn_keys, uneven = None, []
     for it in (2, 5):
         w0, w1 = (torch.load(two_ranks / f"window-{it}-rank{r}.pt", weights_only=True) for r in (0, 1))
         # the ranks did see different data: statistics kept per rank would differ
         assert w0["images"] != w1["images"]
-        assert any(w0["sizes"][k] != w1["sizes"][k] for k in w0["sizes"]), "every BN layer saw equal batches"
+        uneven.append(any(w0["sizes"][k] != w1["sizes"][k] for k in w0["sizes"]))
         bn_keys = [k for k in w0["after"] if k.endswith(("running_mean", "running_var"))]
         assert len(bn_keys) > 100
         for phase in ("before", "after"):
@@ -296,6 +296,10 @@ def test_sync_and_precise_bn_statistics_are_the_same_on_every_rank_and_in_the_ch
         assert all(w0["before"][k].abs().sum() > 0 for k in bn_keys if k.endswith("running_mean"))
         changed = [k for k in bn_keys if not torch.equal(w0["before"][k], w0["after"][k])]
         assert len(changed) > len(bn_keys) // 2, "PreciseBN left the statistics alone"
+    # in at least one window a BN layer saw batches of different sizes on the two ranks (the mask
+    # head's foreground ROIs, 5 vs 8 after iteration 2; once both ranks reach the sampler's cap of 8
+    # they can be equal) -- the case in which fvcore weights each rank's statistics differently
+    assert any(uneven), "every BN layer saw equal batch sizes in both windows"
     final = final_weights(two_ranks)
     assert final.keys() == w0["after"].keys()
     assert all(torch.equal(final[k], w0["after"][k]) for k in final), "model_final.pth is not what the ranks hold"
