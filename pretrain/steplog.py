@@ -4,6 +4,7 @@ One record per line, each a JSON object with an integer ``"step"``. Appending fs
 first closes a torn last line (a crash mid-write), reading skips torn or foreign lines, and a resumed
 run drops the records of the steps it is about to redo (:func:`truncate_after`, temp file + rename),
 so a log never holds two records of one step nor a record of a step the checkpoint does not hold.
+A log that is not a regular file is refused when the run opens it (:func:`read_steps`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from infomin_det.atomic import write_text_atomic
+from infomin_det.errors import UserError
 
 
 def read_steps(path: Path) -> dict[int, dict[str, Any]]:
-    """The records of ``path`` by step (a missing file is empty; a torn or foreign line is skipped)."""
+    """The records of ``path`` by step (a missing file is empty; a torn or foreign line is skipped).
+    Anything but a regular file in its place (a directory, a FIFO, a symlink that could lead writes
+    out of the run directory) is refused before a run writes to it."""
     out: dict[int, dict[str, Any]] = {}
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+        raise UserError(f"{path} is not a regular file (a directory, link or device is in its place)",
+                        f"remove {path}; the run writes a fresh log")
     if not path.is_file():
         return out
     for line in path.read_text(errors="replace").splitlines():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 
@@ -90,6 +91,19 @@ def test_the_stored_budget_is_reused_and_other_minutes_refused(tmp_path):
         load_or_save(tmp_path, 25.0, make)
     (tmp_path / BUDGET_FILE).write_text("\0\0garbage")
     with pytest.raises(UserError, match="not a demo budget"):
+        load_or_save(tmp_path, 25.0, make)
+    good = json.loads(json.dumps({"minutes": 25, "calibration": CAL.__dict__, "plan": plan.__dict__}))
+    for part, key, bad in (("plan", "pretrain_steps", -5), ("plan", "finetune_iters", 1.5), ("plan", "supervised_epochs", 0),
+                           ("calibration", "finetune_iter_s", float("nan")), ("calibration", "pretrain_step_s", -1.0),
+                           ("calibration", "parallel", 0)):
+        rec = json.loads(json.dumps(good))
+        rec[part][key] = bad
+        (tmp_path / BUDGET_FILE).write_text(json.dumps(rec))   # hand-edited: NaN is written as NaN
+        with pytest.raises(UserError, match="not a demo budget"):
+            load_or_save(tmp_path, 25.0, make)
+    (tmp_path / BUDGET_FILE).unlink()
+    (tmp_path / BUDGET_FILE).mkdir()
+    with pytest.raises(UserError, match="not a regular file"):
         load_or_save(tmp_path, 25.0, make)
 
 

@@ -257,3 +257,23 @@ def test_arch_names_round_trip_and_resnext_groups():
     net = build_backbone(arch_of("X-50-32x4d"))
     assert net.layer1[0].conv2.groups == 32 and net.layer1[0].conv2.in_channels == 128
     assert arch_of("R-18").res2_out_channels == 64 and arch_of("R-50").res2_out_channels == 256
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink", "fifo"])
+def test_a_metrics_log_that_is_not_a_regular_file_is_refused_before_training(images, tmp_path, kind):
+    import os
+
+    run = tmp_path / "run"
+    run.mkdir()
+    log = run / METRICS_FILE
+    outside = tmp_path / "elsewhere.jsonl"
+    if kind == "directory":
+        log.mkdir()
+    elif kind == "symlink":
+        outside.write_text("")
+        log.symlink_to(outside)
+    else:
+        os.mkfifo(log)
+    with pytest.raises(UserError, match="not a regular file"):
+        pretrain_worker(tiny_spec(images, run, max_steps=1))
+    assert not list(run.glob("checkpoint_*.pth")) and (not outside.exists() or outside.read_text() == "")

@@ -62,6 +62,7 @@ def _timed(job: tuple[str, Any, str]) -> float:
     returns its wall seconds."""
     import importlib
 
+    os.environ["OMP_NUM_THREADS"] = "1"      # the launcher's thread budget of a demo job, before torch loads
     import torch
 
     name, spec, log = job
@@ -77,22 +78,14 @@ def _timed(job: tuple[str, Any, str]) -> float:
 
 
 def _side_by_side(jobs: list[tuple[str, Any]], parallel: int, scratch: Path) -> list[float]:
-    ctx = multiprocessing.get_context("spawn")
-    old = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"    # the launcher's thread budget of a demo job
     logs = [str(scratch / f"calibration-{i}-{job[0].split(':')[1]}.log") for i, job in enumerate(jobs)]
     try:
-        with ctx.Pool(parallel, maxtasksperchild=1) as pool:
+        with multiprocessing.get_context("spawn").Pool(parallel, maxtasksperchild=1) as pool:
             return pool.map(_timed, [(*job, log) for job, log in zip(jobs, logs)], chunksize=1)
     except Exception as e:   # a job's own error, re-raised here by the pool
         tails = [Path(log).read_text(errors="replace")[-1500:] for log in logs if Path(log).is_file()]
         raise UserError(f"a calibration job failed ({type(e).__name__}: {e}); last output:\n" + "\n".join(tails),
                         "run `infomin-det demo --quick` to check the pipeline, or see `infomin-det doctor`") from None
-    finally:
-        if old is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = old
 
 
 def _slope(small: float, large: float, n_small: int, n_large: int) -> tuple[float, float]:
@@ -204,11 +197,14 @@ def load_or_save(out: Path, minutes: float, make: Callable[[], tuple[Calibration
     """The budget of ``out`` for ``minutes``: the stored one, else ``make()`` (then stored atomically).
     A stored budget for other minutes is refused: its runs were sized for it."""
     path = out / BUDGET_FILE
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+        raise UserError(f"{path} is not a regular file", f"remove {path} (the demo calibrates again) or use another --out")
     if path.is_file():
         try:
             rec = json.loads(path.read_text())
             cal, plan = Calibration(**rec["calibration"]), Plan(**rec["plan"])
             stored = float(rec["minutes"])
+            _check_stored(cal, plan)
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path} is not a demo budget ({type(e).__name__}: {e})",
                             f"remove {path} (the demo calibrates again) or use another --out") from None
@@ -219,6 +215,19 @@ def load_or_save(out: Path, minutes: float, make: Callable[[], tuple[Calibration
     cal, plan = make()
     write_text_atomic(path, json.dumps({"minutes": minutes, "calibration": asdict(cal), "plan": asdict(plan)}, indent=2))
     return cal, plan
+
+
+def _check_stored(cal: Calibration, plan: Plan) -> None:
+    """ValueError unless a read-back budget holds numbers :func:`fit` could have written."""
+    if not (isinstance(cal.parallel, int) and cal.parallel >= 1):
+        raise ValueError(f"parallel {cal.parallel!r}")
+    for name, v in asdict(cal).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"calibration {name} = {v!r}")
+    for name, lo in (("pretrain_steps", MIN_PRETRAIN_STEPS), ("supervised_epochs", 1), ("finetune_iters", MIN_FINETUNE_ITERS)):
+        v = getattr(plan, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"plan {name} = {v!r}")
 
 
 def sized(size: Any, plan: Plan) -> Any:
