@@ -20,6 +20,7 @@ import dataclasses
 import json
 import sys
 
+from infomin_det import wandb_log
 from pretrain.augment import RECIPES
 from pretrain.model import ARCHS
 
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "tasks per node")
     g.add_argument("--threads", type=int, default=1, help="torch threads per process")
     g.add_argument("--no-tensorboard", action="store_true")
+    wandb_log.add_argument(g)
     g = parser.add_argument_group("does the run learn? (rank 0, printed and in RUN/probe.jsonl)")
     g.add_argument("--probe", metavar="DIR", default=None,
                    help="labelled folder DIR/train/<class>/* + DIR/val/<class>/*: linear probe of the frozen "
@@ -99,7 +101,7 @@ def _linear_eval(args: argparse.Namespace) -> int:
     if not args.val:
         raise UserError("--linear-eval needs --val", "pass the validation folder: --val VAL_DIR")
     for given, name in ((args.output_dir, "-o"), (args.cluster, "--cluster"), (args.processes, "--processes"),
-                        (args.probe, "--probe"), (args.probe_every, "--probe-every")):
+                        (args.probe, "--probe"), (args.probe_every, "--probe-every"), (args.wandb or None, "--wandb")):
         if given is not None:
             raise UserError(f"{name} does not apply to --linear-eval (one process here; the result is printed)",
                             f"drop {name}; save the result with --json > FILE")
@@ -185,7 +187,8 @@ def main(args: argparse.Namespace) -> int:
         image_size=args.image_size, augment=args.augment, crop_min=args.crop_min, jitter_strength=args.jitter_strength,
         jigsaw=args.jigsaw, amp=args.amp, workers=args.workers, seed=args.seed,
         checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, device=args.device,
-        tensorboard=not args.no_tensorboard, progress=sys.stderr.isatty(), probe=args.probe or "", **probe_every)
+        tensorboard=not args.no_tensorboard, progress=sys.stderr.isatty(), probe=args.probe or "", wandb=args.wandb,
+        **probe_every)
     spec.check()
     if args.cluster is not None:
         return _submit(args, spec)

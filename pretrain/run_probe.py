@@ -132,7 +132,8 @@ class RunProbe:
         self.records = read_steps(self.path)
 
     def run(self, step: int, encoder: nn.Module, writer: Any = None, bar: Any = None) -> dict[str, Any] | None:
-        """Probe ``encoder`` at ``step`` unless that step is recorded; returns the new record."""
+        """Probe ``encoder`` at ``step`` unless that step is recorded; returns the new record.
+        ``writer``: the run's :class:`infomin_det.wandb_log.Scalars` (TensorBoard and/or W&B), or None."""
         if step in self.records:
             return None
         t0 = time.perf_counter()
@@ -144,8 +145,7 @@ class RunProbe:
         append_step(self.path, rec)
         self.records[step] = rec
         if writer is not None:
-            writer.add_scalar("pretrain/probe_top1", r.accuracy, step)
-            writer.add_scalar("pretrain/probe_train_top1", r.train_accuracy, step)
+            writer.log({"pretrain/probe_top1": r.accuracy, "pretrain/probe_train_top1": r.train_accuracy}, step)
             writer.flush()
         line = self.line(rec)
         if bar is not None:

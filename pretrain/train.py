@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from infomin_det import wandb_log
 from infomin_det.errors import UserError
 from infomin_det.preempt import PreemptionSignal
 from infomin_det.progress import ProgressWriter
@@ -77,6 +78,7 @@ class PretrainSpec:
     tensorboard: bool = True
     probe: str = ""                      # labelled folder DIR/{train,val}/<class>/*: linear probe (pretrain.run_probe)
     probe_every: int = 200               # steps between probes (also at step 0 and the last step)
+    wandb: str = ""                      # W&B project to log the same scalars to (infomin_det.wandb_log); "": off
 
     def augment_config(self) -> AugmentConfig:
         return recipe(self.augment, size=self.image_size, crop_min=self.crop_min,
@@ -93,6 +95,7 @@ class PretrainSpec:
         for name in ("checkpoint_every", "max_steps", "keep_checkpoints"):
             limits.integer(name, getattr(self, name), 0)
         limits.integer("probe_every", self.probe_every, 1, why="steps between linear probes")
+        wandb_log.check(self.wandb)
         if not isinstance(self.probe, str):
             raise UserError(f"--probe {self.probe!r} is not a folder path", "pass --probe DIR (or leave it out)")
         limits.integer("queue_size", self.queue_size, 1, limits.MAX_QUEUE, "keys kept as negatives; the paper: 65536")
@@ -217,14 +220,20 @@ def _train(spec: PretrainSpec, images: ImageList, rank: int, world: int, device:
 
 
 class _Monitor:
-    """Rank 0's view of the run: tqdm bar, TensorBoard scalars and ``progress.json``. Losses are
-    summed on the device and read once per :data:`LOG_EVERY` steps (the one host sync an interval)."""
+    """Rank 0's view of the run: tqdm bar, TensorBoard (and W&B with ``--wandb``) scalars and
+    ``progress.json``. Losses are summed on the device and read once per :data:`LOG_EVERY` steps (the one host sync an interval)."""
 
     def __init__(self, spec: PretrainSpec, run: "_Run") -> None:
         self.writer = self.bar = self.progress = None
-        if run.rank == 0 and spec.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(run.out_dir / "tb"), purge_step=run.step)
+        if run.rank == 0 and (spec.tensorboard or spec.wandb):
+            tb = wb = None
+            if spec.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+                tb = SummaryWriter(str(run.out_dir / "tb"), purge_step=run.step)
+            if spec.wandb:
+                wb = wandb_log.WandbScalars(spec.wandb, run.out_dir, name=run.out_dir.name, step_key="step",
+                                            config={"pretrain": dataclasses.asdict(spec), "world": run.world})
+            self.writer = wandb_log.Scalars(tb, wb)
         if run.rank == 0 and spec.progress:
             from tqdm import tqdm
             self.bar = tqdm(total=run.stop_at, initial=run.step, desc=f"pretrain {run.arch.name}", unit="step",
@@ -260,10 +269,8 @@ class _Monitor:
                                                "lr": round(lr, 8), "steps_averaged": self.n_summed,
                                                "samples_per_s": round(samples_per_s, 2)})
             if self.writer is not None:
-                for k, v in means.items():
-                    self.writer.add_scalar(f"pretrain/{k}", v, step)
-                self.writer.add_scalar("pretrain/lr", lr, step)
-                self.writer.add_scalar("pretrain/samples_per_s", samples_per_s, step)
+                self.writer.log({**{f"pretrain/{k}": v for k, v in means.items()}, "pretrain/lr": lr,
+                                 "pretrain/samples_per_s": samples_per_s}, step)
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.4f}")
         self.sums, self.n_summed = {}, 0

@@ -67,11 +67,13 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "configs": (("transfer_configs",), ()),
     # shared by everything, both packages: errors, atomic writes, safe reads, file hashes, the
     # weights metadata + ResNetArch, the pretrain checkpoint format, the cache root, run directories,
-    # progress files, console, devices / processes, preemption, fault injection, the extension registry
+    # progress files, console, devices / processes, preemption, fault injection, the extension registry,
+    # the optional W&B logging
     "core": (("infomin_det", "infomin_det.errors", "infomin_det.atomic", "infomin_det.untrusted",
               "infomin_det.filehash", "infomin_det.weights_meta", "infomin_det.pretrain_format",
               "infomin_det.cache", "infomin_det.rundir", "infomin_det.progress", "infomin_det.console",
-              "infomin_det.dist", "infomin_det.preempt", "infomin_det.faults", "infomin_det.registry"), ()),
+              "infomin_det.dist", "infomin_det.preempt", "infomin_det.faults", "infomin_det.registry",
+              "infomin_det.wandb_log"), ()),
     # libraries over the core, independent of each other
     "data": (("infomin_det.data",), ("core",)),
     "protocols": (("infomin_det.protocols",), ("core", "configs")),

@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from infomin_det import wandb_log
 from infomin_det.dist import DEVICES, check_local_processes, cores, resolve_device
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.rundir import is_random_init, run_dir, weights_name_of
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-mismatch", action="append", default=[], metavar="KEY",
                         help="accept a weights/config disagreement on KEY ('all' for every key)")
     parser.add_argument("--eval-only", action="store_true")
+    wandb_log.add_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="Detectron2 KEY VALUE overrides")
 
 
@@ -58,7 +60,7 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
                      eval_only=args.eval_only, num_processes=args.num_processes, family=args.family or "",
                      variant=args.variant, device=args.device,
                      config_file=str(Path(args.config_file).resolve()) if args.config_file else "",
-                     extra={"threads": args.threads})
+                     extra={"threads": args.threads, "wandb": args.wandb})
     out = args.output_dir or str(run_dir(args.root, args.experiment, args.protocol, name, args.seed, spec.row_variant))
     return dataclasses.replace(spec, output_dir=out)
 

@@ -26,6 +26,7 @@ from infomin_det.engine.overrides import apply_overrides
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError
 from infomin_det.protocols import config_path, family_for_weights
+from infomin_det import wandb_log
 from infomin_det.engine.weights_check import cfg_value, check_weights, weights_meta
 from infomin_det.rundir import is_random_init
 from infomin_det.weights_meta import WeightsMeta
@@ -220,6 +221,7 @@ def check_spec(spec: TrainSpec) -> None:
     weights against the config -- without building a model or writing anything (``submit`` calls
     this for every run before queueing any)."""
     check_run_numbers(spec)
+    wandb_log.check(spec.extra.get("wandb", ""))
     build_config(spec, world=spec.num_processes * spec.nodes)
 
 

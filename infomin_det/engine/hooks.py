@@ -15,6 +15,7 @@ preemptible without losing work, and its evaluation records durable.
 * :class:`PreciseBNSameOnEveryRank` -- Detectron2's PreciseBN, after which every rank holds rank 0's
   statistics (the ones ``model_final.pth`` stores).
 * :class:`WriteProgress` -- rank 0 keeps ``progress.json`` (:mod:`infomin_det.progress`) current.
+* :class:`WandbWriter` -- the Detectron2 event writer behind ``--wandb`` (:mod:`infomin_det.wandb_log`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from detectron2.engine import HookBase
 from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
-from detectron2.utils.events import JSONWriter
+from detectron2.utils.events import EventWriter, JSONWriter, get_event_storage
 from fvcore.nn.precise_bn import get_bn_modules
 
 from infomin_det import dist, faults
@@ -168,3 +169,24 @@ class PreemptionCheckpoint(HookBase):
         logger.warning("preempted at iteration %d: saved %s.pth; the run resumes at iteration %d", it, name, it + 1)
         self.signal.hand_over(f"preempted at iteration {it}: checkpoint {name}.pth saved in {t.cfg.OUTPUT_DIR}; "
                               "the same command (or the requeued job) resumes from it")
+
+
+class WandbWriter(EventWriter):
+    """The event storage's new scalars to W&B, each at its own iteration, smoothed over ``window`` as
+    Detectron2's TensorBoard writer smooths them (losses averaged, evaluation results as they are)."""
+
+    def __init__(self, scalars, window: int = 20) -> None:
+        self.scalars, self.window, self._last = scalars, window, -1
+
+    def write(self) -> None:
+        rows: dict[int, dict[str, float]] = {}
+        for key, (value, it) in get_event_storage().latest_with_smoothing_hint(self.window).items():
+            if it > self._last:
+                rows.setdefault(it, {})[key] = value
+        for it in sorted(rows):
+            self.scalars.log(rows[it], it)
+        if rows:
+            self._last = max(rows)
+
+    def close(self) -> None:
+        self.scalars.close()

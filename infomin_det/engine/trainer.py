@@ -38,7 +38,7 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from infomin_det import dist
+from infomin_det import dist, wandb_log
 from infomin_det.atomic import write_text_atomic
 from infomin_det.engine import heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from infomin_det.engine import provenance
@@ -46,7 +46,7 @@ from infomin_det.engine.checkpoint import AtomicCheckpointer
 from infomin_det.engine.config import base_config, build_config, leaf_config
 from infomin_det.engine.overrides import apply_overrides
 from infomin_det.engine.hooks import (FINAL_RESULTS, EvaluateAndRecord, PreciseBNSameOnEveryRank, PreemptionCheckpoint,
-                                      StepSeed, WriteProgress, append_record)
+                                      StepSeed, WandbWriter, WriteProgress, append_record)
 from infomin_det.engine.loader import KeyedLoader, build_resumable_loader
 from infomin_det.engine.spec import TrainSpec
 from infomin_det.errors import UserError
@@ -88,8 +88,9 @@ def _ddp_on_the_model_device() -> Iterator[None]:
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` for the protocols (see module docstring)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, wandb=None):
         self._writers = None
+        self._wandb = wandb     # a wandb_log.WandbScalars on rank 0 with --wandb, else None
         with _ddp_on_the_model_device():
             super().__init__(cfg)
 
@@ -109,7 +110,7 @@ class Trainer(DefaultTrainer):
 
     def build_writers(self):
         if self._writers is None:       # one JSONWriter per run: the eval hook flushes the same one
-            self._writers = super().build_writers()
+            self._writers = super().build_writers() + ([WandbWriter(self._wandb)] if self._wandb else [])
         return self._writers
 
     def build_hooks(self):
@@ -278,7 +279,29 @@ def train_worker(spec: TrainSpec) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out, rank)
     seed_all_rng(cfg.SEED + rank)
-    trainer = Trainer(cfg)
+    wandb, failed = None, None
+    if spec.extra.get("wandb"):     # rank 0 logs; a W&B that cannot start stops every rank, not only rank 0
+        if comm.is_main_process():
+            try:
+                wandb = wandb_log.WandbScalars(
+                    spec.extra["wandb"], out, step_key="iteration",
+                    name=f"{spec.experiment}/{spec.protocol}/{spec.weights_name}/seed{spec.seed}",
+                    config={"protocol": spec.protocol, "weights": spec.weights_name, "seed": spec.seed,
+                            "experiment": spec.experiment, "variant": spec.row_variant, "world_size": world,
+                            "opts": list(spec.opts), "family": family})
+            except UserError as e:
+                failed = e
+        if dist.any_rank(failed is not None):
+            raise failed or UserError("rank 0 could not start the run's W&B run", "see rank 0's error and fix")
+    try:
+        return _train(spec, cfg, out, family, meta, world, wandb)
+    finally:
+        if wandb is not None:
+            wandb.close()
+
+
+def _train(spec: TrainSpec, cfg, out: Path, family: str, meta, world: int, wandb) -> dict:
+    trainer = Trainer(cfg, wandb)
     resume = trainer.checkpointer.has_checkpoint()
     trainer.resume_or_load(resume=resume)
     if not resume:

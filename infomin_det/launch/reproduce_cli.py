@@ -147,7 +147,8 @@ def main(args: argparse.Namespace) -> int:
             out = run_dir(args.root, experiment, protocol, name, seed).resolve()
             spec = TrainSpec(protocol=protocol, weights=w, output_dir=str(out), weights_name=name, seed=seed,
                              experiment=experiment, opts=opts, allow_mismatch=tuple(args.allow_mismatch),
-                             family=family, device=device, num_processes=options.ntasks_per_node, nodes=options.nodes)
+                             family=family, device=device, num_processes=options.ntasks_per_node, nodes=options.nodes,
+                             extra={"wandb": args.wandb})
             tasks.append(DistributedTask(TRAIN_WORKER, spec, threads=threads, label=f"{protocol}/{name}/seed{seed}"))
     record = {"table": args.table.strip(), "panels": panels,
               "runs": [{"protocol": p, "weights_name": n, "seeds": s} for p, n, _, s in runs]}

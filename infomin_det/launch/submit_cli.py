@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from infomin_det import wandb_log
 from infomin_det.dist import DEVICES
 from infomin_det.engine.spec import TOOLKIT_KEYS
 from infomin_det.errors import UserError
@@ -41,7 +42,7 @@ DOTTED_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")      # an override sw
 _SUBMIT_FLAGS = {"OUTPUT_DIR": "--root / --experiment", "SEED": "--seeds", "MODEL.WEIGHTS": "--weights NAME=PATH"}
 
 def add_submit_flags(parser: argparse.ArgumentParser) -> None:
-    """--dry-run, --json, --wait: shared by ``submit`` and ``reproduce``."""
+    """--dry-run, --json, --wait, --wandb: shared by ``submit`` and ``reproduce``."""
     parser.add_argument("--dry-run", action="store_true",
                         help="check everything (runs, weights vs config, datasets, executor options, the "
                              "scheduler's --test-only), print the plan with GPU-hours, queue and write nothing")
@@ -49,6 +50,7 @@ def add_submit_flags(parser: argparse.ArgumentParser) -> None:
                         help="print the plan and what happened to each run as one JSON object (the text to stderr)")
     add_watch(parser, "--wait", "after submitting, show the runs' progress until they end (as status --watch; "
                                 "Ctrl-C stops watching, not the jobs)")
+    wandb_log.add_argument(parser)
 
 
 def wait_for_runs(args: argparse.Namespace, experiment_dir: Path, code: int) -> int:
@@ -275,7 +277,8 @@ def build_tasks(args: argparse.Namespace, threads: int, options: ExecutorOptions
                                  seed=seed, experiment=args.experiment, opts=opts, dataset=dataset,
                                  allow_mismatch=tuple(args.allow_mismatch), family=args.family or "",
                                  variant=args.variant, config_file=config_file,
-                                 device=device, num_processes=options.ntasks_per_node, nodes=options.nodes)
+                                 device=device, num_processes=options.ntasks_per_node, nodes=options.nodes,
+                                 extra={"wandb": args.wandb})
                 tasks.append(DistributedTask(TRAIN_WORKER, spec, threads=threads,
                                              label=f"{protocol}/{name}/seed{seed}"))
     return tasks
