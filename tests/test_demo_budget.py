@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 
 import pytest
 
@@ -107,7 +106,7 @@ def test_the_stored_budget_is_reused_and_other_minutes_refused(tmp_path):
         load_or_save(tmp_path, 25.0, make)
 
 
-def test_calibration_times_the_real_workers(tmp_path, monkeypatch):
+def test_calibration_times_the_real_workers(tmp_path):
     """The QUICK demo's jobs, timed side by side: per-unit costs positive and finite, the fine-tuning
     iteration dearer than a pretraining step (Mask R-CNN vs a ResNet-18 step), nothing left behind."""
     from infomin_det.data.composites import build_composites
@@ -120,12 +119,30 @@ def test_calibration_times_the_real_workers(tmp_path, monkeypatch):
     det = build_composites(size.det_train, size.det_val, size.det_size, seed=0)
     lab = build_labelled_set(size.labelled_per_class, max(1, size.labelled_per_class // 3), 64, seed=0)
     tr, va = det.splits["train"], det.splits["val"]
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))     # where the scratch runs go
-    cal = budget.calibrate(_calibration_jobs(size, pre, lab, f"coco-json:{tr[0]}:{tr[1]}:{va[0]}:{va[1]}"), 2)
+    scratch = tmp_path / "demo" / budget.SCRATCH
+    (scratch / "killed-run").mkdir(parents=True)             # what a kill -9 of an earlier calibration left
+    cal = budget.calibrate(_calibration_jobs(size, pre, lab, f"coco-json:{tr[0]}:{tr[1]}:{va[0]}:{va[1]}"), 2,
+                           scratch)
     for name, v in cal.__dict__.items():
         assert math.isfinite(v) and v >= 0, (name, v)
     assert cal.pretrain_step_s > 0.01 and cal.finetune_iter_s > cal.pretrain_step_s and cal.finetune_fixed_s > 1
-    assert not list(tmp_path.glob("infomin-det-calibration-*"))      # the scratch runs are removed
+    assert not scratch.exists() and list((tmp_path / "demo").iterdir()) == []   # the scratch runs are removed
+
+
+def test_a_failed_calibration_leaves_no_scratch_and_a_planted_link_is_only_unlinked(tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    scratch = tmp_path / "demo" / budget.SCRATCH
+    scratch.parent.mkdir()
+    scratch.symlink_to(outside, target_is_directory=True)
+
+    def failing(kind, units, where):
+        assert where == scratch and where.is_dir() and not where.is_symlink()
+        raise UserError("a job could not be built", "fix it")
+
+    with pytest.raises(UserError, match="could not be built"):
+        budget.calibrate(failing, 1, scratch)
+    assert not scratch.exists() and not scratch.is_symlink() and (outside / "keep").is_dir()
 
 
 def test_calibration_jobs_print_to_their_log_and_a_failure_is_a_user_error(tmp_path, capfd):

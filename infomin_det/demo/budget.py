@@ -26,7 +26,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from infomin_det.atomic import write_text_atomic
 from infomin_det.errors import UserError
 
 BUDGET_FILE = "budget.json"
+SCRATCH = "calibration.tmp"  # the calibration's runs, inside the demo's output (removed after)
 PRETRAIN_SHARE = 0.25       # of the budget left after data and calibration
 MARGIN = 0.9                # plan for 90 % of it (evaluation and start-up vary)
 MIN_PRETRAIN_STEPS = 100
@@ -114,13 +114,15 @@ def _iteration_seconds(metrics: Path) -> float:
     return times[-1]
 
 
-def calibrate(jobs: Callable[[str, int, Path], tuple[str, Any]], parallel: int) -> Calibration:
+def calibrate(jobs: Callable[[str, int, Path], tuple[str, Any]], parallel: int, scratch: Path) -> Calibration:
     """Time the demo's jobs. ``jobs(kind, units, scratch)`` -> ``("module:function", spec)``: the
     demo's job of ``kind`` (a key of :data:`UNITS`) at ``units`` steps / epochs / iterations, writing
-    under ``scratch`` (a temp dir, removed after). Pretraining and supervised runs go side by side
-    first, then the two fine-tuning runs."""
+    under ``scratch`` -- a directory of the demo's own output (what a killed calibration left there
+    is cleared first; removed after). Pretraining and supervised runs go side by side first, then
+    the two fine-tuning runs."""
     t0 = time.perf_counter()
-    scratch = Path(tempfile.mkdtemp(prefix="infomin-det-calibration-"))
+    clear_scratch(scratch)
+    scratch.mkdir(parents=True)
     try:
         first = [jobs(kind, n, scratch) for kind in ("pretrain", "supervised") for n in UNITS[kind]]
         t = _side_by_side(first, parallel, scratch)
@@ -137,6 +139,15 @@ def calibrate(jobs: Callable[[str, int, Path], tuple[str, Any]], parallel: int) 
     it_fixed = max(t[4] - UNITS["finetune"][0] * it, 0.0)
     return Calibration(parallel, round(pre, 4), round(pre_fixed, 2), round(sup, 3), round(sup_fixed, 2),
                        round(it, 4), round(it_fixed, 2), round(time.perf_counter() - t0, 1))
+
+
+def clear_scratch(scratch: Path) -> None:
+    """Remove a calibration's scratch directory; anything else in its place (a link, a file, a FIFO)
+    is unlinked, never followed."""
+    if scratch.is_symlink() or (scratch.exists() and not scratch.is_dir()):
+        scratch.unlink()
+    elif scratch.exists():
+        shutil.rmtree(scratch)
 
 
 @dataclass(frozen=True)

@@ -184,9 +184,12 @@ def _budgeted(size: DemoSize, minutes: float, out: Path, t0: float, pre_root: Pa
     parallel = max(1, min(2, os.cpu_count() or 1))
     job = _calibration_jobs(size, pre_root, lab_root, dataset)
 
+    scratch = out / budget.SCRATCH
+    budget.clear_scratch(scratch)        # left by a calibration that was killed
+
     def make() -> tuple:
         console.print(f"calibrating on this machine ({parallel} 1-thread jobs side by side, ~1-2 min) ...")
-        cal = budget.calibrate(job, parallel)
+        cal = budget.calibrate(job, parallel, scratch)
         return cal, budget.fit(minutes, time.perf_counter() - t0, cal, size.seeds, size.supervised_epochs)
 
     cal, plan = budget.load_or_save(out, minutes, make)
