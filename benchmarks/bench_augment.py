@@ -3,6 +3,7 @@ plain torchvision composition of the same recipe vs JPEG decode alone, on real p
 q90), side by side in one process.
 
     .venv/bin/python benchmarks/bench_augment.py [--pycontrast DIR] [--repeats 7] [--seconds 2] [--json]
+    .venv/bin/python benchmarks/bench_augment.py --loader [--workers 1,2] [--repeats 7]
 
 ``--pycontrast DIR``: a checkout of https://github.com/HobbitLong/PyContrast (``git clone`` it
 anywhere; nothing of it is copied into this repository). Its *unmodified* InfoMin pipeline is
@@ -17,6 +18,10 @@ cached with the derived 500x375 q90 JPEGs under ``$XDG_CACHE_HOME/infomin-det/be
 The process is pinned to one core, torch uses one thread; methods are interleaved round-robin in
 every repeat so that machine load hits all of them alike. Reports medians and min / max over the
 repeats and the ratios to the baselines and to decode-only (medians of per-repeat paired ratios).
+
+``--loader``: the pretraining DataLoader itself (``pretrain.data.SkipUnreadable`` + ``InfoMinAugment``
+with JigSaw, batch 64, ``worker_init``) with 1, 2, ... workers, interleaved per repeat, on all cores:
+samples/s and the scaling against one worker (no pinning: the workers are the parallelism).
 """
 
 from __future__ import annotations
@@ -91,8 +96,11 @@ def methods(files: list[Path]) -> dict[str, Callable[[Path], object]]:
         img = Image.open(path).convert("RGB")
         return ref(img), ref(img), ref_jig(img)
 
+    import simplejpeg
+
     return {
         "decode only (PIL)": lambda p: Image.open(p).convert("RGB"),
+        "decode only (libjpeg-turbo)": lambda p: simplejpeg.decode_jpeg(p.read_bytes(), colorspace="RGB"),
         "torchvision 2 views": tv,
         "torchvision 2 views + jigsaw": tv_jig,
         "fast 2 views": lambda p: fast(str(p), rng),
@@ -155,6 +163,30 @@ def measure(fns: dict[str, Callable[[Path], object]], files: list[Path], repeats
     return rates
 
 
+def loader_rates(files: list[Path], workers: list[int], repeats: int, batches: int) -> dict[int, list[float]]:
+    """samples/s of the pretraining DataLoader per worker count per repeat (first batch excluded:
+    worker start-up is paid once per epoch, not per batch)."""
+    import torch
+
+    from pretrain.augment import AugmentConfig, InfoMinAugment
+    from pretrain.data import ImageList, SkipUnreadable, worker_init
+
+    images = ImageList(str(files[0].parent), tuple(map(str, files)), (-1,) * len(files), ())
+    ds = SkipUnreadable(images, InfoMinAugment(AugmentConfig(jigsaw=True)), seed=0)
+    batch = 64
+    sampler = [i % len(files) for i in range(batch * (batches + 1))]
+    rates: dict[int, list[float]] = {w: [] for w in workers}
+    for _ in range(repeats):
+        for w in workers:
+            it = iter(torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=w,
+                                                  worker_init_fn=worker_init, prefetch_factor=4 if w else None))
+            next(it)
+            t0 = time.perf_counter()
+            n = sum(len(b["views"]) for b in it)
+            rates[w].append(n / (time.perf_counter() - t0))
+    return rates
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=7, help="repeats per method (median reported, >= 5)")
@@ -163,6 +195,9 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=None, help=f"cache dir (default {cache_dir()})")
     ap.add_argument("--pycontrast", type=Path, default=None, metavar="DIR",
                     help="a PyContrast checkout: measure its own pipeline side by side (see the docstring)")
+    ap.add_argument("--loader", action="store_true", help="measure the DataLoader's scaling over workers")
+    ap.add_argument("--workers", default="1,2", help="worker counts for --loader (default 1,2)")
+    ap.add_argument("--batches", type=int, default=8, help="batches of 64 per --loader run")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.repeats < 5:
@@ -171,6 +206,22 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
+    if args.loader:
+        try:
+            workers = [int(w) for w in args.workers.split(",")]
+        except ValueError:
+            workers = []
+        if not workers or min(workers) < 1:
+            sys.exit(f"error: --workers {args.workers!r} is not a list of worker counts >= 1\n  fix: e.g. --workers 1,2")
+        lr = loader_rates(make_inputs(args.cache or cache_dir(), args.images), workers, args.repeats, args.batches)
+        one = lr[workers[0]]
+        print(f"pretraining DataLoader (InfoMin views + JigSaw, batch 64, {args.batches} batches), "
+              f"{len(os.sched_getaffinity(0))} cores; median of {args.repeats}, interleaved")
+        print(f"{'workers':>7} {'samples/s':>9} {'(min..max)':>15} {'x ' + str(workers[0]) + ' worker':>10}")
+        for w, r in lr.items():
+            x = statistics.median(a / b for a, b in zip(r, one))
+            print(f"{w:>7} {statistics.median(r):>9.1f} {f'({min(r):.0f}..{max(r):.0f})':>15} {x:>10.2f}")
+        return 0
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     cache = args.cache or cache_dir()

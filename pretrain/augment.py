@@ -8,22 +8,28 @@ N(10, 0.5) clipped to [0, 10], each op applied with p .5, timm's "rand-m10-n2-ms
 grid of 85-px cells, a 64-px patch at a random offset in each cell, patches in a uniformly random
 order (the permutation is returned).
 
-Fast pipeline (:class:`InfoMinAugment`), same family and parameter distributions:
+Fast pipeline (:class:`InfoMinAugment`), the same ops and parameter distributions, on uint8 (H, W, 3)
+arrays with OpenCV's SIMD kernels (each op checked against the Pillow / torchvision op it replaces in
+``tests/test_augment_stats.py``):
 
-* one decode per sample (:func:`pretrain.decode.to_rgb`: every Pillow mode as 8-bit RGB, EXIF
-  orientation applied), for JPEG reduced-size (``PIL.Image.draft``, 1/2, 1/4, 1/8) when every crop of
-  the sample still has >= ``size`` source pixels on both sides after the reduction;
-* crop + resize in one PIL call (``resize(box=...)``: bilinear with antialiasing, as torchvision);
-* brightness / contrast / saturation as one-pass RGB affine matrices in C (exact: brightness
-  ``f*x``, contrast ``m + f*(x - m)``, saturation a blend with the ITU-R 601 luma);
-  **hue as a rotation of the chroma plane in YIQ** (a 3x3 matrix, 10x cheaper than torchvision's
-  HSV round trip; the hue angle is 360*h degrees, luma is kept, the parameter h
-  has torchvision's distribution U(-hue, hue)) -- an approximation of the HSV hue shift;
-* blur with Pillow's ``GaussianBlur`` (three box passes, the "extended box blur" approximation of a
-  true Gaussian of the same sigma) for sigma >= 1, an exact 3x3 / 5x5 Gaussian below, where the
-  box approximation over-blurs (see :func:`gaussian_blur`; ``tests/test_augment_stats.py`` bounds both);
-* JigSaw patches resized straight from the source (no intermediate 255-px image);
-* output ``uint8`` tensors (3, H, W); normalisation happens on the device (:func:`normalize`).
+* one decode per sample (:class:`pretrain.decode.EncodedImage`: libjpeg-turbo for plain JPEGs, Pillow
+  for the rest, every mode as 8-bit RGB, EXIF orientation applied), reduced-size (DCT scaling, 1/2,
+  1/4, 1/8) when every crop of the sample still has >= ``size`` source pixels on both sides after the
+  reduction; the crop box is then rounded to whole pixels of the reduced image (the view's trace
+  records the box used);
+* crop, then resize: torchvision's ``resized_crop`` (Pillow's antialiased bilinear, by torch's uint8
+  channels-last kernel: within 1 level of Pillow);
+* brightness / contrast / saturation as RGB affine matrices (``cv2.transform``), each op clipped
+  before the next as torchvision's; **hue as a rotation of the chroma plane in YIQ** (a 3x3 matrix,
+  10x cheaper than torchvision's HSV round trip; the hue angle is 360*h degrees, luma is kept, the
+  parameter h has torchvision's distribution U(-hue, hue)) -- the one approximation (of the HSV shift);
+* blur: the true Gaussian of sigma (kernel to 3 sigma), which Pillow's ``GaussianBlur`` in MoCo v2 /
+  PyContrast approximates by box passes;
+* RandAugment: LUTs, ``cv2.warpAffine`` in Pillow's pixel-edge convention, Pillow's own ImageOps for
+  the two histogram ops;
+* JigSaw patches sliced from the 255-px crop (resized once);
+* output ``uint8`` tensors (3, H, W) with channels-last strides; normalisation happens on the device
+  (:func:`normalize`).
 
 Randomness comes from one ``random.Random`` per call, so a (seed, epoch, index) triple gives the same
 views on every run (resume reproduces batches exactly).
@@ -36,12 +42,14 @@ import random
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
+import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageFilter, ImageOps
+import torch.nn.functional as F
+from PIL import Image, ImageOps
 
 from infomin_det.errors import UserError
-from pretrain.decode import oriented_size, to_rgb
+from pretrain.decode import EncodedImage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -156,30 +164,32 @@ def draft_factor(boxes: list[tuple[Box, int]]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# colour ops on PIL RGB images (uint8)
+# colour ops on uint8 RGB arrays (H, W, 3): OpenCV's SIMD kernels, each clipping as Pillow does
+
+Array = np.ndarray  # uint8 (H, W, 3), C-contiguous
 
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def _affine_matrix(scale: float, offset: float) -> tuple[float, ...]:
-    """PIL 12-tuple for ``scale * rgb + offset`` per channel (clipped to 0..255 by PIL)."""
-    return (scale, 0.0, 0.0, offset, 0.0, scale, 0.0, offset, 0.0, 0.0, scale, offset)
+def _transform(v: Array, m: np.ndarray, offset: float = 0.0) -> Array:
+    """``m @ rgb + offset`` per pixel, rounded and clipped to 0..255 (one pass)."""
+    return cv2.transform(v, np.hstack([m, np.full((3, 1), offset)]).astype(np.float32))
 
 
-def adjust_brightness(img: Image.Image, f: float) -> Image.Image:
-    """torchvision/PIL brightness: ``f * x`` (one C pass, no Python-side LUT)."""
-    return img.convert("RGB", _affine_matrix(f, 0.0))
+def gray_mean(v: Array) -> int:
+    """Mean of the ITU-R 601 luma, rounded (Pillow's ``ImageEnhance.Contrast`` degenerate level)."""
+    r, g, b = cv2.mean(v)[:3]
+    return int(_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b + 0.5)
 
 
-def adjust_contrast(img: Image.Image, f: float) -> Image.Image:
+def adjust_brightness(v: Array, f: float) -> Array:
+    """torchvision/PIL brightness: ``f * x``."""
+    return _transform(v, f * np.eye(3))
+
+
+def adjust_contrast(v: Array, f: float) -> Array:
     """torchvision/PIL contrast: ``mean + f * (x - mean)``, mean of the grayscale image, rounded."""
-    hist = img.convert("L").histogram()
-    mean = int(sum(i * n for i, n in enumerate(hist)) / max(1, sum(hist)) + 0.5)
-    return img.convert("RGB", _affine_matrix(f, (1.0 - f) * mean))
-
-
-def _matrix(m: np.ndarray) -> tuple[float, ...]:
-    return tuple(float(v) for row in m for v in (*row, 0.0))
+    return _transform(v, f * np.eye(3), (1.0 - f) * gray_mean(v))
 
 
 def saturation_matrix(f: float) -> np.ndarray:
@@ -198,13 +208,13 @@ def hue_matrix(h: float) -> np.ndarray:
     return _YIQ2RGB @ rot @ _RGB2YIQ
 
 
-def apply_matrix(img: Image.Image, m: np.ndarray) -> Image.Image:
-    return img.convert("RGB", _matrix(m))
+def apply_matrix(v: Array, m: np.ndarray) -> Array:
+    return _transform(v, m)
 
 
-def color_jitter(img: Image.Image, mags: tuple[float, float, float, float],
-                 rng: random.Random) -> Image.Image:
-    """torchvision ColorJitter semantics: factors ~ U(max(0, 1-m), 1+m), hue ~ U(-h, h), random order."""
+def color_jitter(v: Array, mags: tuple[float, float, float, float], rng: random.Random) -> Array:
+    """torchvision ColorJitter semantics: factors ~ U(max(0, 1-m), 1+m), hue ~ U(-h, h), random order;
+    every op clips to 0..255 before the next, as torchvision's."""
     b, c, s, h = mags
     order = [0, 1, 2, 3]
     rng.shuffle(order)
@@ -214,78 +224,107 @@ def color_jitter(img: Image.Image, mags: tuple[float, float, float, float],
     fh = rng.uniform(-h, h)
     for op in order:
         if op == 0 and b > 0:
-            img = adjust_brightness(img, fb)
+            v = adjust_brightness(v, fb)
         elif op == 1 and c > 0:
-            img = adjust_contrast(img, fc)
+            v = adjust_contrast(v, fc)
         elif op == 2 and s > 0:
-            img = apply_matrix(img, saturation_matrix(fs))
+            v = apply_matrix(v, saturation_matrix(fs))
         elif op == 3 and h > 0:
-            img = apply_matrix(img, hue_matrix(fh))
-    return img
+            v = apply_matrix(v, hue_matrix(fh))
+    return v
 
 
-def _gaussian_kernel(sigma: float, radius: int) -> ImageFilter.Kernel:
-    g = [math.exp(-x * x / (2 * sigma * sigma)) for x in range(-radius, radius + 1)]
-    total = sum(g) ** 2
-    return ImageFilter.Kernel((2 * radius + 1,) * 2, [a * b / total for a in g for b in g], scale=1)
+def gaussian_blur(v: Array, sigma: float) -> Array:
+    """The Gaussian blur of standard deviation ``sigma`` px (kernel to 3 sigma, reflected border),
+    which MoCo v2's / PyContrast's ``ImageFilter.GaussianBlur(sigma)`` approximates by box passes."""
+    k = 2 * math.ceil(3 * sigma) + 1
+    return cv2.GaussianBlur(v, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
 
 
-def gaussian_blur(img: Image.Image, sigma: float) -> Image.Image:
-    """Gaussian blur with standard deviation ``sigma`` px, cheaply, within ~4 % of the exact blur.
+def grayscale(v: Array) -> Array:
+    """ITU-R 601 luma in all three channels (torchvision's ``RandomGrayscale``)."""
+    return cv2.cvtColor(cv2.cvtColor(v, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
-    sigma >= 1: Pillow's ``GaussianBlur`` (three box passes of the same variance; linear time in
-    any sigma). Below 1, where that approximation over-blurs (14 % off at sigma 0.6), the exact
-    Gaussian truncated to 3x3 (sigma < 0.6) or 5x5 (< 1.0); there Pillow leaves the outer 1 / 2 px
-    of the image unfiltered. Mean error relative to the blur's own effect (tests): <= 4 %.
-    """
-    if sigma >= 1.0:
-        return img.filter(ImageFilter.GaussianBlur(sigma))
-    return img.filter(_gaussian_kernel(sigma, 1 if sigma < 0.6 else 2))
+
+def resized_crop(v: Array, box: Box, size: tuple[int, int]) -> tuple[Array, Box]:
+    """``box`` (rounded to whole pixels) of ``v`` resized to ``size`` (w, h): bilinear with
+    antialiasing, Pillow's filter (torch's uint8 kernel). Returns the output and the box used."""
+    left, top = int(round(box[0])), int(round(box[1]))
+    right = min(v.shape[1], max(left + 1, int(round(box[2]))))
+    bottom = min(v.shape[0], max(top + 1, int(round(box[3]))))
+    t = torch.from_numpy(v[None]).permute(0, 3, 1, 2)[:, :, top:bottom, left:right]
+    # a channels-last input (one copy of the box) makes the kernel write channels-last, i.e. (H, W, 3)
+    out = F.interpolate(t.contiguous(memory_format=torch.channels_last), size=(size[1], size[0]),
+                        mode="bilinear", antialias=True, align_corners=False)
+    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()), (left, top, right, bottom)
 
 
 # ----------------------------------------------------------------------------------------------
 # RandAugment, timm's "rand" op table (as PyContrast uses it), magnitude on a 0..10 scale
 
-def _affine(img: Image.Image, coeffs: tuple[float, ...]) -> Image.Image:
-    return img.transform(img.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR,
-                         fillcolor=FILL)
+def pil_affine(v: Array, coeffs: tuple[float, ...]) -> Array:
+    """Pillow's ``Image.transform(AFFINE, coeffs, BILINEAR, fillcolor=FILL)`` by ``cv2.warpAffine``:
+    ``coeffs`` map output to input points in Pillow's pixel-edge coordinates."""
+    a, b, c, d, e, f = coeffs
+    m = np.array([[a, b, a * 0.5 + b * 0.5 + c - 0.5], [d, e, d * 0.5 + e * 0.5 + f - 0.5]], np.float64)
+    return cv2.warpAffine(v, m, (v.shape[1], v.shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=FILL)
+
+
+def rotate(v: Array, degrees: float) -> Array:
+    """Pillow's ``Image.rotate(degrees)`` (counter-clockwise about the centre, same size)."""
+    a = -math.radians(degrees)
+    cx, cy = v.shape[1] / 2, v.shape[0] / 2
+    cos, sin = math.cos(a), math.sin(a)
+    return pil_affine(v, (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy))
 
 
 def _signed(v: float, rng: random.Random) -> float:
     return -v if rng.random() < 0.5 else v
 
 
-def _blend_gray(img: Image.Image, f: float) -> Image.Image:
-    return apply_matrix(img, saturation_matrix(f))
+_LEVELS = np.arange(256)
+_POSTERIZE = [(_LEVELS & (0xFF << (8 - bits)) & 0xFF).astype(np.uint8) for bits in range(9)]
+_SOLARIZE = [np.where(_LEVELS < t, _LEVELS, 255 - _LEVELS).astype(np.uint8) for t in range(257)]
+_SOLARIZE_ADD = [np.where(_LEVELS < 128, np.minimum(255, _LEVELS + add), _LEVELS).astype(np.uint8)
+                 for add in range(111)]
+_SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13  # Pillow's ImageFilter.SMOOTH
 
 
-def _sharpness(img: Image.Image, f: float) -> Image.Image:
-    return Image.blend(img.filter(ImageFilter.SMOOTH), img, f)
+def sharpness(v: Array, f: float) -> Array:
+    """Pillow's ``ImageEnhance.Sharpness``: a blend of the image and its SMOOTH filter (outer pixel
+    ring left as is, as Pillow's 3x3 filters do), factor ``f``."""
+    smooth = v.copy()
+    smooth[1:-1, 1:-1] = cv2.filter2D(v, -1, _SMOOTH)[1:-1, 1:-1]
+    return cv2.addWeighted(v, f, smooth, 1.0 - f, 0.0)
 
 
-RANDAUG_OPS: dict[str, Callable[[Image.Image, float, random.Random], Image.Image]] = {
-    "AutoContrast": lambda im, m, r: ImageOps.autocontrast(im),
-    "Equalize": lambda im, m, r: ImageOps.equalize(im),
-    "Invert": lambda im, m, r: ImageOps.invert(im),
-    "Rotate": lambda im, m, r: im.rotate(_signed(m / 10 * 30, r), resample=Image.Resampling.BILINEAR,
-                                         fillcolor=FILL),
-    "Posterize": lambda im, m, r: ImageOps.posterize(im, int(m / 10 * 4)) if int(m / 10 * 4) < 8 else im,
-    "Solarize": lambda im, m, r: ImageOps.solarize(im, int(m / 10 * 256)),
-    "SolarizeAdd": lambda im, m, r: im.point(_SOLARIZE_ADD[int(m / 10 * 110)]),
-    "Color": lambda im, m, r: _blend_gray(im, m / 10 * 1.8 + 0.1),
-    "Contrast": lambda im, m, r: adjust_contrast(im, m / 10 * 1.8 + 0.1),
-    "Brightness": lambda im, m, r: adjust_brightness(im, m / 10 * 1.8 + 0.1),
-    "Sharpness": lambda im, m, r: _sharpness(im, m / 10 * 1.8 + 0.1),
-    "ShearX": lambda im, m, r: _affine(im, (1, _signed(m / 10 * 0.3, r), 0, 0, 1, 0)),
-    "ShearY": lambda im, m, r: _affine(im, (1, 0, 0, _signed(m / 10 * 0.3, r), 1, 0)),
-    "TranslateXRel": lambda im, m, r: _affine(im, (1, 0, _signed(m / 10 * 0.45, r) * im.width, 0, 1, 0)),
-    "TranslateYRel": lambda im, m, r: _affine(im, (1, 0, 0, 0, 1, _signed(m / 10 * 0.45, r) * im.height)),
+def _pil_op(op: Callable[[Image.Image], Image.Image]) -> Callable[[Array, float, random.Random], Array]:
+    """A Pillow ``ImageOps`` histogram op on arrays (two of fifteen ops: ~7 % of views)."""
+    return lambda v, m, r: np.array(op(Image.fromarray(v)))
+
+
+RANDAUG_OPS: dict[str, Callable[[Array, float, random.Random], Array]] = {
+    "AutoContrast": _pil_op(ImageOps.autocontrast),
+    "Equalize": _pil_op(ImageOps.equalize),
+    "Invert": lambda v, m, r: cv2.bitwise_not(v),
+    "Rotate": lambda v, m, r: rotate(v, _signed(m / 10 * 30, r)),
+    "Posterize": lambda v, m, r: cv2.LUT(v, _POSTERIZE[int(m / 10 * 4)]) if int(m / 10 * 4) < 8 else v,
+    "Solarize": lambda v, m, r: cv2.LUT(v, _SOLARIZE[int(m / 10 * 256)]),
+    "SolarizeAdd": lambda v, m, r: cv2.LUT(v, _SOLARIZE_ADD[int(m / 10 * 110)]),
+    "Color": lambda v, m, r: apply_matrix(v, saturation_matrix(m / 10 * 1.8 + 0.1)),
+    "Contrast": lambda v, m, r: adjust_contrast(v, m / 10 * 1.8 + 0.1),
+    "Brightness": lambda v, m, r: adjust_brightness(v, m / 10 * 1.8 + 0.1),
+    "Sharpness": lambda v, m, r: sharpness(v, m / 10 * 1.8 + 0.1),
+    "ShearX": lambda v, m, r: pil_affine(v, (1, _signed(m / 10 * 0.3, r), 0, 0, 1, 0)),
+    "ShearY": lambda v, m, r: pil_affine(v, (1, 0, 0, _signed(m / 10 * 0.3, r), 1, 0)),
+    "TranslateXRel": lambda v, m, r: pil_affine(v, (1, 0, _signed(m / 10 * 0.45, r) * v.shape[1], 0, 1, 0)),
+    "TranslateYRel": lambda v, m, r: pil_affine(v, (1, 0, 0, 0, 1, _signed(m / 10 * 0.45, r) * v.shape[0])),
 }
 _RANDAUG_NAMES = tuple(RANDAUG_OPS)
-_SOLARIZE_ADD = [[min(255, i + add) if i < 128 else i for i in range(256)] * 3 for add in range(111)]
 
 
-def rand_augment(img: Image.Image, cfg: AugmentConfig, rng: random.Random) -> Image.Image:
+def rand_augment(v: Array, cfg: AugmentConfig, rng: random.Random) -> Array:
     """``cfg.randaug_ops`` ops drawn with replacement; each applied with p ``cfg.randaug_p`` at
     magnitude ~ N(m, std) clipped to [0, 10] (timm ``RandAugment`` semantics)."""
     for _ in range(cfg.randaug_ops):
@@ -293,16 +332,16 @@ def rand_augment(img: Image.Image, cfg: AugmentConfig, rng: random.Random) -> Im
         if rng.random() >= cfg.randaug_p:
             continue
         mag = min(10.0, max(0.0, rng.gauss(cfg.randaug_magnitude, cfg.randaug_std)))
-        img = RANDAUG_OPS[name](img, mag, rng)
-    return img
+        v = RANDAUG_OPS[name](v, mag, rng)
+    return v
 
 
 # ----------------------------------------------------------------------------------------------
 # the pipeline
 
-def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> uint8 tensor (3, H, W), no copy beyond numpy's."""
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+def to_uint8_tensor(v: Array) -> torch.Tensor:
+    """uint8 array (H, W, 3) -> uint8 tensor (3, H, W), a view (channels-last strides, no copy)."""
+    return torch.from_numpy(v).permute(2, 0, 1)
 
 
 _MEAN_STD_255 = (torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255, torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255)
@@ -337,7 +376,8 @@ class ViewTrace:
 
 class InfoMinAugment:
     """Callable: image file -> ``{"views": uint8 (2, 3, S, S), ["jigsaw": uint8 (9, 3, P, P),
-    "perm": int64 (9,)]}``; ``perm[k]`` is the grid cell (row-major) of the k-th patch."""
+    "perm": int64 (9,)]}``; ``perm[k]`` is the grid cell (row-major) of the k-th patch. The tensors
+    have channels-last strides (the batch's collation is their one copy)."""
 
     def __init__(self, cfg: AugmentConfig = AugmentConfig()) -> None:
         self.cfg = cfg
@@ -346,36 +386,34 @@ class InfoMinAugment:
 
     def __call__(self, fp: str | BinaryIO, rng: random.Random) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        with Image.open(fp) as src:
-            width, height = oriented_size(src)  # crops are drawn on the upright picture
+        with EncodedImage(fp) as src:
+            width, height = src.size  # crops are drawn on the upright picture
             boxes = [sample_crop(width, height, (cfg.crop_min, 1.0), rng) for _ in range(2)]
             wanted = [(b, cfg.size) for b in boxes]
             jig_box = None
             if cfg.jigsaw:
                 jig_box = sample_crop(width, height, (cfg.jigsaw_crop_min, 1.0), rng)
                 wanted.append((jig_box, cfg.jigsaw_size))
-            factor = draft_factor(wanted) if src.format == "JPEG" else 1
-            if factor > 1:
-                src.draft("RGB", (math.ceil(src.width / factor), math.ceil(src.height / factor)))
-            img = to_rgb(src)
-        self.last_decode_size = img.size
-        sx, sy = img.width / width, img.height / height
+            img = src.decode(draft_factor(wanted))
+        self.last_decode_size = (img.shape[1], img.shape[0])
+        sx, sy = img.shape[1] / width, img.shape[0] / height
         self.last_trace = []
         views = [self._view(img, (l * sx, t * sy, r * sx, b * sy), rng) for l, t, r, b in boxes]
-        out = {"views": torch.stack(views)}
+        out = {"views": torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2)}
         if jig_box is not None:
             l, t, r, b = jig_box
             out.update(self._jigsaw(img, (l * sx, t * sy, r * sx, b * sy), rng))
-        for tr, box in zip(self.last_trace, boxes):
-            tr.box = box
+        for tr in self.last_trace:  # the box used, in the upright picture's pixels
+            l, t, r, b = tr.box
+            tr.box = (l / sx, t / sy, r / sx, b / sy)
         return out
 
-    def _view(self, img: Image.Image, box: Box, rng: random.Random) -> torch.Tensor:
+    def _view(self, img: Array, box: Box, rng: random.Random) -> Array:
         cfg = self.cfg
-        v = img.resize((cfg.size, cfg.size), Image.Resampling.BILINEAR, box=box)
+        v, used = resized_crop(img, box, (cfg.size, cfg.size))
         flip = rng.random() < cfg.flip_p
         if flip:
-            v = v.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            v = cv2.flip(v, 1)
         jitter = rng.random() < cfg.jitter_p
         if jitter:
             v = color_jitter(v, cfg.jitter, rng)
@@ -386,29 +424,25 @@ class InfoMinAugment:
         v = rand_augment(v, cfg, rng)
         gray = rng.random() < cfg.gray_p
         if gray:
-            v = v.convert("L").convert("RGB")
-        self.last_trace.append(ViewTrace(box, flip, jitter, blur, sigma, gray))
-        return to_uint8_tensor(v)
+            v = grayscale(v)
+        self.last_trace.append(ViewTrace(used, flip, jitter, blur, sigma, gray))
+        return v
 
-    def _jigsaw(self, img: Image.Image, box: Box, rng: random.Random) -> dict[str, torch.Tensor]:
-        """Patches of the (virtual) ``jigsaw_size`` crop, each resized straight from the source:
-        the same pixels as resizing the whole crop and slicing (within rounding), ~2x cheaper."""
+    def _jigsaw(self, img: Array, box: Box, rng: random.Random) -> dict[str, torch.Tensor]:
+        """The ``jigsaw_size`` crop (resized once, flipped or not), a ``jigsaw_patch`` patch at a
+        random offset in each of its grid cells, the patches in a random order."""
         cfg = self.cfg
         size, cell, p, g = cfg.jigsaw_size, cfg.jigsaw_size // cfg.jigsaw_grid, cfg.jigsaw_patch, cfg.jigsaw_grid
-        flip = rng.random() < cfg.flip_p
-        sx, sy = (box[2] - box[0]) / size, (box[3] - box[1]) / size
-        patches = []
+        crop, _ = resized_crop(img, box, (size, size))
+        if rng.random() < cfg.flip_p:
+            crop = crop[:, ::-1]
+        corners = []
         for k in range(g * g):
             r, c = divmod(k, g)
-            y = r * cell + rng.randint(0, cell - p)
-            x = c * cell + rng.randint(0, cell - p)
-            x0 = size - x - p if flip else x  # column in the unflipped crop
-            src = (box[0] + x0 * sx, box[1] + y * sy, box[0] + (x0 + p) * sx, box[1] + (y + p) * sy)
-            patch = img.resize((p, p), Image.Resampling.BILINEAR, box=src)
-            patches.append(np.asarray(patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else patch))
+            corners.append((r * cell + rng.randint(0, cell - p), c * cell + rng.randint(0, cell - p)))
         perm = list(range(g * g))
         rng.shuffle(perm)
-        stacked = np.stack([patches[i] for i in perm])  # (9, P, P, 3)
+        stacked = np.stack([crop[y:y + p, x:x + p] for y, x in (corners[i] for i in perm)])  # (9, P, P, 3)
         return {"jigsaw": torch.from_numpy(stacked).permute(0, 3, 1, 2),
                 "perm": torch.tensor(perm, dtype=torch.int64)}
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import cv2
 import torch
 from PIL import Image
 
@@ -88,6 +89,12 @@ def check_decodable(images: ImageList, sample: int = DECODE_CHECK_SAMPLE) -> int
                         f"(more than {MAX_UNREADABLE:.0%}); first: {'; '.join(bad[:3])}",
                         "repair or remove the unreadable files (or convert them to 8-bit PNG / JPEG)")
     return len(bad)
+
+
+def worker_init(worker_id: int) -> None:
+    """A DataLoader worker's set-up: one OpenCV thread (torch already gives each worker one), so that
+    N workers keep N cores busy instead of contending for them."""
+    cv2.setNumThreads(1)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:

@@ -18,13 +18,24 @@
 
 :class:`UnsupportedImage` is a ``ValueError``, so :class:`pretrain.data.SkipUnreadable` counts such
 a file as unreadable; :func:`pretrain.data.check_decodable` reports the reason up front.
+
+:class:`EncodedImage` is the augmentation's path: the file read once, its header parsed (the picture's
+upright size, for drawing crops), then decoded at a reduced size where the crops allow. Baseline and
+progressive JPEGs in YCbCr / grey stored upright decode through libjpeg-turbo's own API
+(``simplejpeg``, ~1.8x Pillow's decoder, the same library and IDCT, so the same pixels); every other
+file, and any JPEG that libjpeg-turbo reports a recoverable error for, goes through Pillow and
+:func:`to_rgb` -- so which files are readable, and their values, are Pillow's.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import io
+import math
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # what decoding a file may raise (Pillow's many ways of saying "not an image I can read")
@@ -105,3 +116,40 @@ def open_rgb(fp: Any, reduce_to: tuple[int, int] | None = None) -> Image.Image:
         if reduce_to is not None and src.format == "JPEG":
             src.draft("RGB", reduce_to)
         return to_rgb(src)
+
+
+class EncodedImage:
+    """An image file in memory with its header parsed; :meth:`decode` gives 8-bit RGB (H, W, 3).
+
+    ``size`` is the upright (width, height), as :func:`oriented_size`. Use as a context manager."""
+
+    def __init__(self, fp: str | Path | BinaryIO) -> None:
+        self.data = fp.read() if hasattr(fp, "read") else Path(fp).read_bytes()
+        self._img = Image.open(io.BytesIO(self.data))
+        self.size = oriented_size(self._img)
+        self._turbo = (self._img.format == "JPEG" and self._img.mode in ("RGB", "L")
+                       and orientation(self._img) == 1)
+
+    def decode(self, factor: int = 1) -> np.ndarray:
+        """Decode at 1/``factor`` of the size (a JPEG's DCT scaling: ``factor`` in 1, 2, 4, 8; other
+        formats ignore it). Returns a C-contiguous uint8 array (H, W, 3) of the upright picture."""
+        img = self._img
+        if self._turbo:
+            w, h = img.size
+            try:
+                return simplejpeg.decode_jpeg(self.data, colorspace="RGB", min_width=math.ceil(w / factor),
+                                              min_height=math.ceil(h / factor))
+            except ValueError:
+                pass  # libjpeg-turbo's recoverable errors: Pillow decides (it reads some, refuses others)
+        if factor > 1 and img.format == "JPEG":
+            img.draft("RGB", (math.ceil(img.width / factor), math.ceil(img.height / factor)))
+        return np.array(to_rgb(img))
+
+    def close(self) -> None:
+        self._img.close()
+
+    def __enter__(self) -> "EncodedImage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -36,7 +36,7 @@ from pretrain import checkpoint as ckpt_io
 from pretrain import device as devices
 from pretrain import limits, steplog
 from pretrain.augment import AugmentConfig, InfoMinAugment, recipe
-from pretrain.data import EpochSampler, ImageList, SkipUnreadable, check_decodable, scan_folder
+from pretrain.data import EpochSampler, ImageList, SkipUnreadable, check_decodable, scan_folder, worker_init
 from pretrain.model import MoCo, arch_of
 from pretrain.outdir import check_writable, created
 
@@ -383,7 +383,7 @@ class _Run:
             # shuffle-BN uses: a resumed run continues that RNG exactly where the checkpoint left it
             loader = torch.utils.data.DataLoader(self.dataset, batch_size=spec.batch_size, sampler=self.sampler,
                                                  num_workers=spec.workers, drop_last=True,
-                                                 pin_memory=device.type == "cuda",
+                                                 pin_memory=device.type == "cuda", worker_init_fn=worker_init,
                                                  generator=torch.Generator().manual_seed(spec.seed * 7919 + epoch))
             for batch in loader:
                 lr = lr_at(self.step, self.total, self.warmup, self.peak_lr)

@@ -1,5 +1,6 @@
-"""The fast InfoMin pipeline: recipe rates and ranges on many samples, and its approximations
-(blur, hue, LUT colour ops, reduced-size decode) against the exact operations."""
+"""The fast InfoMin pipeline: recipe rates and ranges on many samples, and every op against what
+the recipe's authors ran (torchvision / Pillow: ImageEnhance, ImageOps, Image.transform, the exact
+Gaussian), including its one approximation (hue) and the reduced-size decode."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from pretrain.augment import (RANDAUG_OPS, AugmentConfig, InfoMinAugment, adjust_brightness, adjust_contrast,
-                              apply_matrix, color_jitter, draft_factor, gaussian_blur, hue_matrix, normalize, sample_crop,
-                              saturation_matrix, torchvision_reference)
+from pretrain.augment import (FILL, RANDAUG_OPS, AugmentConfig, InfoMinAugment, adjust_brightness, adjust_contrast,
+                              apply_matrix, color_jitter, draft_factor, gaussian_blur, grayscale, hue_matrix,
+                              normalize, resized_crop, sample_crop, saturation_matrix, torchvision_reference)
 from infomin_det.errors import UserError
 
 
@@ -111,30 +112,39 @@ def test_jigsaw_permutation_uniform_and_patches_from_their_cells():
     assert chi2 < 110, chi2
 
 
-def test_blur_close_to_true_gaussian():
+def test_blur_is_the_true_gaussian():
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).resize((224, 224), Image.Resampling.NEAREST)
     src = torch.from_numpy(np.array(img)).permute(2, 0, 1)
     for sigma in (0.1, 0.3, 0.5, 0.59, 0.6, 0.8, 0.99, 1.0, 1.5, 2.0):
         k = 2 * math.ceil(4 * sigma) + 1
-        inner = (slice(None), slice(2, -2), slice(2, -2))  # Pillow's kernels leave a 1-2 px border
-        exact = TF.gaussian_blur(src, [k, k], [sigma, sigma]).float()[inner]
-        ours = torch.from_numpy(np.array(gaussian_blur(img, sigma))).permute(2, 0, 1).float()[inner]
-        effect = (exact - src.float()[inner]).abs().mean()
+        exact = TF.gaussian_blur(src, [k, k], [sigma, sigma]).float()
+        ours = torch.from_numpy(gaussian_blur(np.array(img), sigma)).permute(2, 0, 1).float()
+        effect = (exact - src.float()).abs().mean()
         err = (ours - exact).abs()
-        # measured: mean |err| <= 3.6 % of the blur's own effect (Pillow's box blur alone: 14 % at 0.6)
-        assert err.mean() <= 0.05 * effect + 0.01 and err.mean() < 1.0 and err.max() <= 4, (sigma, err.mean(), effect)
+        # the whole image, borders included: rounding only, <= 1 level (measured: mean <= 3.4 % of the
+        # effect; Pillow's box-pass blur is 14 % off at 0.6 and 13x at 0.3, where Pillow lets it run)
+        assert err.max() <= 1 and err.mean() <= 0.05 * effect + 0.01, (sigma, err.mean(), effect)
+    # Pillow's GaussianBlur(sigma) (MoCo v2's, PyContrast's) approximates the same blur
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    for sigma in (1.0, 2.0):
+        pil = torch.from_numpy(np.array(img.filter(ImageFilter.GaussianBlur(sigma)))).permute(2, 0, 1).float()
+        ours = torch.from_numpy(gaussian_blur(np.array(img), sigma)).permute(2, 0, 1).float()
+        assert (pil - ours)[inner].abs().mean() < 0.1 * (ours - src.float())[inner].abs().mean(), sigma
 
 
-def test_lut_and_matrix_colour_ops_match_torchvision():
+def test_matrix_colour_ops_match_torchvision():
     rng = np.random.default_rng(1)
     img = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    for f in (0.2, 0.9, 1.8):
-        for ours, ref in ((adjust_brightness(img, f), TF.adjust_brightness(img, f)),
-                          (adjust_contrast(img, f), TF.adjust_contrast(img, f)),
-                          (apply_matrix(img, saturation_matrix(f)), TF.adjust_saturation(img, f))):
-            d = np.abs(np.asarray(ours, int) - np.asarray(ref, int))
-            assert d.max() <= 1, (f, d.max())
+    a = np.array(img)
+    for f in (0.0, 0.2, 0.9, 1.8):
+        for ours, ref in ((adjust_brightness(a, f), TF.adjust_brightness(img, f)),
+                          (adjust_contrast(a, f), TF.adjust_contrast(img, f)),
+                          (apply_matrix(a, saturation_matrix(f)), TF.adjust_saturation(img, f))):
+            d = np.abs(ours.astype(int) - np.asarray(ref, int))
+            assert ours.dtype == np.uint8 and d.max() <= 1, (f, d.max())
+    d = np.abs(grayscale(a).astype(int) - np.asarray(TF.rgb_to_grayscale(img, 3), int))
+    assert d.max() <= 1
 
 
 def test_hue_rotation_shifts_hsv_hue_by_h():
@@ -142,12 +152,28 @@ def test_hue_rotation_shifts_hsv_hue_by_h():
     a = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
     hsv_in = np.array([colorsys.rgb_to_hsv(*p) for p in a.reshape(-1, 3) / 255.0])
     saturated = hsv_in[:, 1] > 0.3
-    assert np.array_equal(np.asarray(apply_matrix(Image.fromarray(a), hue_matrix(0.0))), a)
+    assert np.array_equal(apply_matrix(a, hue_matrix(0.0)), a)
     for h in (-0.3, -0.1, 0.05, 0.25, 0.45):
-        out = np.asarray(apply_matrix(Image.fromarray(a), hue_matrix(h))) / 255.0
+        out = apply_matrix(a, hue_matrix(h)) / 255.0
         hue_out = np.array([colorsys.rgb_to_hsv(*p)[0] for p in out.reshape(-1, 3)])
         d = (hue_out - hsv_in[:, 0] - h + 0.5) % 1.0 - 0.5  # error in turns, wrapped
         assert abs(np.median(d[saturated])) < 0.03 and np.abs(d[saturated]).mean() < 0.05, (h, d.mean())
+
+
+def test_resized_crop_is_torchvisions_crop_then_resize():
+    """torchvision's ``resized_crop`` on a PIL image: ``crop(box)``, then Pillow's antialiased bilinear
+    resize (which ``resize(box=...)`` is not: that one reads pixels beyond the box at its edges)."""
+    rng = np.random.default_rng(3)
+    img = Image.fromarray(rng.integers(0, 256, (47, 63, 3), dtype=np.uint8)).resize((500, 375), Image.Resampling.BICUBIC)
+    a = np.array(img)
+    for box, size in (((50, 40, 400, 330), 224), ((0, 0, 500, 375), 224), ((10, 20, 110, 120), 224),
+                      ((3, 5, 500, 375), 16), ((100, 100, 101, 102), 8)):
+        ours, used = resized_crop(a, box, (size, size))
+        ref = np.asarray(img.crop(box).resize((size, size), Image.Resampling.BILINEAR), int)
+        d = np.abs(ours.astype(int) - ref)
+        assert used == box and ours.shape == (size, size, 3) and ours.flags["C_CONTIGUOUS"]
+        assert d.max() <= 1 and d.mean() < 0.01, (box, size, d.max(), d.mean())  # measured: mean <= 0.003
+    assert resized_crop(a, (10.4, 9.6, 20.5, 30.2), (4, 4))[1] == (10, 10, 20, 30)  # rounded to whole pixels
 
 
 def test_reduced_size_decode_only_when_crops_allow_and_close_to_full():
@@ -159,25 +185,65 @@ def test_reduced_size_decode_only_when_crops_allow_and_close_to_full():
     aug = InfoMinAugment(cfg)
     fast = aug(io.BytesIO(data), random.Random(5))["views"].float()
     assert aug.last_decode_size == (128, 96)  # decoded at 1/8: both crops keep >= 64 px per side
+    # the same boxes (as used: whole pixels of the 1/8 decode, in full-size pixels) cut from a full decode
     full_img = Image.open(io.BytesIO(data)).convert("RGB")
-    rng = random.Random(5)
-    boxes = [sample_crop(1024, 768, (0.9, 1.0), rng) for _ in range(2)]
-    full = torch.stack([torch.from_numpy(np.array(full_img.resize((64, 64), Image.Resampling.BILINEAR, box=b)))
-                        .permute(2, 0, 1) for b in boxes]).float()
+    full = torch.stack([torch.from_numpy(np.array(full_img.crop(t.box).resize((64, 64), Image.Resampling.BILINEAR)))
+                        .permute(2, 0, 1) for t in aug.last_trace]).float()
+    assert all(v % 8 == 0 for t in aug.last_trace for v in t.box)
     assert (fast - full).abs().mean() < 2.0
     small = InfoMinAugment(AugmentConfig(size=224))
     small(io.BytesIO(_jpeg(500, 375)), random.Random(0))
     assert small.last_decode_size == (500, 375)  # 224-px views from 500x375: full-size decode
 
 
-def test_every_randaugment_op_keeps_size_and_mode():
-    img = Image.open(io.BytesIO(_jpeg(40, 30))).convert("RGB")
-    changed = 0
-    for name, op in RANDAUG_OPS.items():
-        out = op(img, 10.0, random.Random(0))
-        assert out.size == img.size and out.mode == "RGB", name
-        changed += not np.array_equal(np.asarray(out), np.asarray(img))
-    assert changed >= len(RANDAUG_OPS) - 1  # timm's Solarize at magnitude 10 (threshold 256) is a no-op
+def _pil_affine(im, coeffs):
+    return im.transform(im.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR, fillcolor=FILL)
+
+
+def _signed(m, r):
+    return -m if r.random() < 0.5 else m
+
+
+# timm's RandAugment ops as timm writes them with Pillow (rand-m10 table: what PyContrast runs)
+TIMM_OPS = {
+    "AutoContrast": lambda im, m, r: ImageOps.autocontrast(im),
+    "Equalize": lambda im, m, r: ImageOps.equalize(im),
+    "Invert": lambda im, m, r: ImageOps.invert(im),
+    "Rotate": lambda im, m, r: im.rotate(_signed(m / 10 * 30, r), resample=Image.Resampling.BILINEAR, fillcolor=FILL),
+    # PosterizeTpu: keep 0..4 bits; Pillow >= 11 refuses 0 bits, which Pillow 6 (the authors') made black
+    "Posterize": lambda im, m, r: ImageOps.posterize(im, int(m / 10 * 4)) if m >= 2.5 else Image.new("RGB", im.size),
+    "Solarize": lambda im, m, r: ImageOps.solarize(im, int(m / 10 * 256)),
+    "SolarizeAdd": lambda im, m, r: im.point([min(255, i + int(m / 10 * 110)) if i < 128 else i
+                                              for i in range(256)] * 3),
+    "Color": lambda im, m, r: ImageEnhance.Color(im).enhance(m / 10 * 1.8 + 0.1),
+    "Contrast": lambda im, m, r: ImageEnhance.Contrast(im).enhance(m / 10 * 1.8 + 0.1),
+    "Brightness": lambda im, m, r: ImageEnhance.Brightness(im).enhance(m / 10 * 1.8 + 0.1),
+    "Sharpness": lambda im, m, r: ImageEnhance.Sharpness(im).enhance(m / 10 * 1.8 + 0.1),
+    "ShearX": lambda im, m, r: _pil_affine(im, (1, _signed(m / 10 * 0.3, r), 0, 0, 1, 0)),
+    "ShearY": lambda im, m, r: _pil_affine(im, (1, 0, 0, _signed(m / 10 * 0.3, r), 1, 0)),
+    "TranslateXRel": lambda im, m, r: _pil_affine(im, (1, 0, _signed(m / 10 * 0.45, r) * im.width, 0, 1, 0)),
+    "TranslateYRel": lambda im, m, r: _pil_affine(im, (1, 0, 0, 0, 1, _signed(m / 10 * 0.45, r) * im.height)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_OPS))
+def test_every_randaugment_op_is_timms_pillow_op(name):
+    """Each op on arrays against timm's Pillow op at magnitudes 2..10, both signs, on a smooth photo-like
+    picture with detail (geometric ops: bilinear resampling may differ at the border of the fill)."""
+    assert set(RANDAUG_OPS) == set(TIMM_OPS)
+    img = Image.open(io.BytesIO(_jpeg(64, 48, seed=7))).convert("RGB")
+    a = np.array(img)
+    for mag in (0.0, 2.0, 5.0, 9.5, 10.0):
+        for seed in (0, 1, 2, 3):
+            ours = RANDAUG_OPS[name](a, mag, random.Random(seed))
+            ref = np.asarray(TIMM_OPS[name](img, mag, random.Random(seed)), int)
+            assert ours.dtype == np.uint8 and ours.shape == a.shape, name
+            d = np.abs(ours.astype(int) - ref)
+            # measured: colour / LUT ops <= 1 level; geometric ops: a whole-pixel shift is exact, a fractional
+            # one differs by OpenCV's 1/32-px bilinear weights (mean <= 1.04) and at the fill's edge
+            assert d.mean() < 1.5 and np.mean(d > 4) < 0.03, (name, mag, seed, d.mean(), np.mean(d > 4))
+            if name not in ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"):
+                assert d.max() <= 1, (name, mag, d.max())
 
 
 def test_reference_pipeline_and_normalize_agree_on_scale():
@@ -229,24 +295,24 @@ def test_strength_sweep_options_reach_the_sampled_parameters():
             aug(io.BytesIO(data), rng)
             fr += [(t.box[2] - t.box[0]) * (t.box[3] - t.box[1]) / (60 * 45) for t in aug.last_trace]
         assert min(fr) >= c - 0.05 and min(fr) < c + 0.1, (c, min(fr))
-    img = Image.open(io.BytesIO(data)).convert("RGB")
+    img = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
     spread = {}
     for x in (0.125, 2.5):
         cfg = AugmentConfig(jitter_strength=x)
-        outs = [np.asarray(color_jitter(img, cfg.jitter, random.Random(i)), float).mean() for i in range(40)]
+        outs = [color_jitter(img, cfg.jitter, random.Random(i)).astype(float).mean() for i in range(40)]
         spread[x] = np.std(outs)
     assert spread[2.5] > 4 * spread[0.125], spread
 
 
 def test_jigsaw_patches_equal_slices_of_the_resized_crop():
-    """Patches resized straight from the source match slicing the resized 255-px crop (and its flip)."""
+    """The patches are slices of the 255-px crop (torchvision's crop + resize, and its flip)."""
     cfg = AugmentConfig(size=16, jigsaw=True)
     img = Image.open(io.BytesIO(_jpeg(500, 375, seed=3))).convert("RGB")
-    box = (20.0, 10.0, 380.0, 370.0)
+    box = (20, 10, 380, 370)
     for flip_p in (0.0, 1.0):
         aug = InfoMinAugment(dataclasses.replace(cfg, flip_p=flip_p))
-        out = aug._jigsaw(img, box, random.Random(2))
-        crop = img.resize((255, 255), Image.Resampling.BILINEAR, box=box)
+        out = aug._jigsaw(np.array(img), box, random.Random(2))
+        crop = img.crop(box).resize((255, 255), Image.Resampling.BILINEAR)
         if flip_p:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         a = torch.from_numpy(np.array(crop)).permute(2, 0, 1).int()
@@ -257,4 +323,4 @@ def test_jigsaw_patches_equal_slices_of_the_resized_crop():
         for slot, cell in enumerate(out["perm"].tolist()):
             y, x = offsets[cell]
             d = (out["jigsaw"][slot].int() - a[:, y:y + 64, x:x + 64]).abs()
-            assert d.max() <= 3 and d.float().mean() < 0.2, (flip_p, slot, d.max())
+            assert d.max() <= 1 and d.float().mean() < 0.01, (flip_p, slot, d.max())

@@ -273,3 +273,71 @@ def test_linear_eval_separates_16bit_grey_classes(tmp_path):
     ev = linear_eval(LinearEvalSpec(run["checkpoint"], str(data), str(data), epochs=4, batch_size=8, image_size=32,
                                     workers=0, progress=False))
     assert ev["top1"] >= 90.0 and ev["val_images"] == 16, ev
+
+
+def _turbo_used(monkeypatch) -> list[int]:
+    """Count the calls that reach libjpeg-turbo's decoder."""
+    import pretrain.decode as decode
+
+    calls: list[int] = []
+    real = decode.simplejpeg.decode_jpeg
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(decode.simplejpeg, "decode_jpeg", counted)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "grey", "subsampled"])
+def test_libjpeg_turbo_path_gives_pillows_pixels(tmp_path, monkeypatch, kind):
+    """Plain JPEGs skip Pillow's decoder; full size and every DCT reduction are Pillow's own pixels."""
+    from pretrain.decode import EncodedImage
+
+    big = Image.fromarray(REF).resize((256, 192), Image.Resampling.BICUBIC)
+    opts = {"baseline": JPEG, "progressive": dict(JPEG, progressive=True), "grey": JPEG,
+            "subsampled": dict(quality=90, subsampling=2)}[kind]
+    (big.convert("L") if kind == "grey" else big).save(p := tmp_path / "a.jpg", **opts)
+    calls = _turbo_used(monkeypatch)
+    for factor in (1, 2, 4, 8):
+        with EncodedImage(p) as enc:
+            ours = enc.decode(factor)
+        with Image.open(p) as im:
+            if factor > 1:
+                im.draft("RGB", (256 // factor, 192 // factor))
+            ref = np.asarray(im.convert("RGB"), int)
+        assert ours.shape == ref.shape == (192 // factor, 256 // factor, 3) and ours.flags["WRITEABLE"]
+        assert np.abs(ours.astype(int) - ref).max() <= 1, (kind, factor)
+    assert len(calls) == 4
+
+
+def test_jpegs_libjpeg_turbo_objects_to_are_pillows_to_decide(tmp_path, monkeypatch):
+    """A JPEG with junk before a marker (libjpeg warns; Pillow reads it) still decodes, through Pillow;
+    a truncated one is refused as Pillow refuses it; CMYK and EXIF-rotated files never reach turbo."""
+    from pretrain.decode import DECODE_ERRORS, EncodedImage
+
+    Image.fromarray(REF).save(p := tmp_path / "a.jpg", **JPEG)
+    data = p.read_bytes()
+    sos = data.index(b"\xff\xda")
+    (junk := tmp_path / "junk.jpg").write_bytes(data[:sos] + b"\x00\x00\x00" + data[sos:])
+    import simplejpeg
+
+    with pytest.raises(ValueError, match="extraneous bytes"):
+        simplejpeg.decode_jpeg(junk.read_bytes(), colorspace="RGB")  # libjpeg-turbo alone refuses it
+    with Image.open(junk) as im:
+        want = np.asarray(im.convert("RGB"))
+    calls = _turbo_used(monkeypatch)
+    with EncodedImage(junk) as enc:
+        assert np.array_equal(enc.decode(), want)
+    assert len(calls) == 1  # tried, refused (strict), handed to Pillow
+    (cut := tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DECODE_ERRORS):
+        with EncodedImage(cut) as enc:
+            enc.decode()
+    Image.fromarray(REF).convert("CMYK").save(c := tmp_path / "c.jpg", **JPEG)
+    Image.fromarray(REF).save(r := tmp_path / "r.jpg", exif=_exif(6), **JPEG)
+    calls.clear()
+    for f in (c, r):
+        with EncodedImage(f) as enc:
+            assert enc.decode().shape == (S, S, 3)
+    assert calls == []

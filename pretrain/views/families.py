@@ -25,7 +25,6 @@ import math
 import random
 from typing import Any, Callable, ClassVar, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -139,12 +138,9 @@ class CropFamily(ViewFamily):
         return views
 
 
-def _to_pil(img: torch.Tensor) -> Image.Image:
-    return Image.fromarray(img.permute(1, 2, 0).contiguous().numpy(), "RGB")
-
-
-def _from_pil(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+def _jittered(img: torch.Tensor, mags: tuple[float, float, float, float], rng: random.Random) -> torch.Tensor:
+    """``color_jitter`` of a uint8 (3, H, W) tensor, as a uint8 (3, H, W) tensor."""
+    return torch.from_numpy(color_jitter(img.permute(1, 2, 0).contiguous().numpy(), mags, rng)).permute(2, 0, 1)
 
 
 @VIEW_FAMILIES.register("jitter")
@@ -169,7 +165,7 @@ class JitterFamily(ViewFamily):
             for img in batch:
                 for v in out:
                     if rng.random() < 0.8 and value > 0:
-                        v.append(_from_pil(color_jitter(_to_pil(img), mags, rng)))
+                        v.append(_jittered(img, mags, rng))
                     else:
                         v.append(img)
             return normalize(torch.stack(out[0])), normalize(torch.stack(out[1]))

@@ -1,7 +1,7 @@
 """Low/high-frequency views (the paper's appendix §B.3): v1 = Blur(x, sigma), v2 = x - v1.
 
-Owns :func:`gaussian_blur` (an exact, truncated, separable Gaussian -- unlike the augmentation's
-Pillow box-blur approximation in :mod:`pretrain.augment`), :func:`frequency_split` and the callable
+Owns :func:`gaussian_blur` (an exact, truncated, separable Gaussian on float tensors on any device;
+:func:`pretrain.augment.gaussian_blur` is the same Gaussian on uint8 arrays, by OpenCV), :func:`frequency_split` and the callable
 :class:`FrequencySplit` that turns an image tensor into the two network-ready views.
 
 Sigma is in pixels. The kernel is the sampled Gaussian ``exp(-i^2 / (2 sigma^2))``,
