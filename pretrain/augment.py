@@ -37,6 +37,7 @@ views on every run (resume reproduces batches exactly).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -212,26 +213,40 @@ def apply_matrix(v: Array, m: np.ndarray) -> Array:
     return _transform(v, m)
 
 
-def color_jitter(v: Array, mags: tuple[float, float, float, float], rng: random.Random) -> Array:
-    """torchvision ColorJitter semantics: factors ~ U(max(0, 1-m), 1+m), hue ~ U(-h, h), random order;
-    every op clips to 0..255 before the next, as torchvision's."""
-    b, c, s, h = mags
+#: a drawn colour jitter: (op, factor) in the order applied; op 0 brightness, 1 contrast, 2 saturation, 3 hue
+JitterOps = tuple[tuple[int, float], ...]
+
+
+def draw_jitter(mags: tuple[float, float, float, float], rng: random.Random) -> JitterOps:
+    """torchvision ColorJitter's draw: factors ~ U(max(0, 1-m), 1+m), hue ~ U(-h, h), random order;
+    ops of magnitude 0 are left out."""
     order = [0, 1, 2, 3]
     rng.shuffle(order)
-    fb = rng.uniform(max(0.0, 1 - b), 1 + b)
-    fc = rng.uniform(max(0.0, 1 - c), 1 + c)
-    fs = rng.uniform(max(0.0, 1 - s), 1 + s)
-    fh = rng.uniform(-h, h)
-    for op in order:
-        if op == 0 and b > 0:
-            v = adjust_brightness(v, fb)
-        elif op == 1 and c > 0:
-            v = adjust_contrast(v, fc)
-        elif op == 2 and s > 0:
-            v = apply_matrix(v, saturation_matrix(fs))
-        elif op == 3 and h > 0:
-            v = apply_matrix(v, hue_matrix(fh))
+    b, c, s, h = mags
+    f = (rng.uniform(max(0.0, 1 - b), 1 + b), rng.uniform(max(0.0, 1 - c), 1 + c),
+         rng.uniform(max(0.0, 1 - s), 1 + s), rng.uniform(-h, h))
+    return tuple((op, f[op]) for op in order if mags[op] > 0)
+
+
+def jitter_matrix(op: int, f: float) -> np.ndarray:
+    """The 3x3 RGB matrix of jitter op ``op`` at factor ``f`` (contrast adds ``(1 - f) * gray_mean``)."""
+    if op == 2:
+        return saturation_matrix(f)
+    if op == 3:
+        return hue_matrix(f)
+    return f * np.eye(3)
+
+
+def apply_jitter(v: Array, ops: JitterOps) -> Array:
+    """The drawn ops in order, each clipped to 0..255 before the next (as torchvision's)."""
+    for op, f in ops:
+        v = adjust_contrast(v, f) if op == 1 else apply_matrix(v, jitter_matrix(op, f))
     return v
+
+
+def color_jitter(v: Array, mags: tuple[float, float, float, float], rng: random.Random) -> Array:
+    """torchvision ColorJitter semantics (:func:`draw_jitter`, then :func:`apply_jitter`)."""
+    return apply_jitter(v, draw_jitter(mags, rng))
 
 
 def gaussian_blur(v: Array, sigma: float) -> Array:
@@ -246,17 +261,21 @@ def grayscale(v: Array) -> Array:
     return cv2.cvtColor(cv2.cvtColor(v, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
 
 
+def whole_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """``box`` rounded to whole pixels inside a ``width`` x ``height`` image, at least 1 px a side."""
+    left, top = int(round(box[0])), int(round(box[1]))
+    return (left, top, min(width, max(left + 1, int(round(box[2])))), min(height, max(top + 1, int(round(box[3])))))
+
+
 def resized_crop(v: Array, box: Box, size: tuple[int, int]) -> tuple[Array, Box]:
     """``box`` (rounded to whole pixels) of ``v`` resized to ``size`` (w, h): bilinear with
     antialiasing, Pillow's filter (torch's uint8 kernel). Returns the output and the box used."""
-    left, top = int(round(box[0])), int(round(box[1]))
-    right = min(v.shape[1], max(left + 1, int(round(box[2]))))
-    bottom = min(v.shape[0], max(top + 1, int(round(box[3]))))
+    left, top, right, bottom = used = whole_pixels(box, v.shape[1], v.shape[0])
     t = torch.from_numpy(v[None]).permute(0, 3, 1, 2)[:, :, top:bottom, left:right]
     # a channels-last input (one copy of the box) makes the kernel write channels-last, i.e. (H, W, 3)
     out = F.interpolate(t.contiguous(memory_format=torch.channels_last), size=(size[1], size[0]),
                         mode="bilinear", antialias=True, align_corners=False)
-    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()), (left, top, right, bottom)
+    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()), used
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,12 +290,17 @@ def pil_affine(v: Array, coeffs: tuple[float, ...]) -> Array:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=FILL)
 
 
+def rotation_coeffs(degrees: float, width: int, height: int) -> tuple[float, ...]:
+    """Pillow's ``Image.rotate(degrees)`` as affine coefficients (counter-clockwise about the centre)."""
+    a = -math.radians(degrees)
+    cx, cy = width / 2, height / 2
+    cos, sin = math.cos(a), math.sin(a)
+    return (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
+
+
 def rotate(v: Array, degrees: float) -> Array:
     """Pillow's ``Image.rotate(degrees)`` (counter-clockwise about the centre, same size)."""
-    a = -math.radians(degrees)
-    cx, cy = v.shape[1] / 2, v.shape[0] / 2
-    cos, sin = math.cos(a), math.sin(a)
-    return pil_affine(v, (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy))
+    return pil_affine(v, rotation_coeffs(degrees, v.shape[1], v.shape[0]))
 
 
 def _signed(v: float, rng: random.Random) -> float:
@@ -288,51 +312,91 @@ _POSTERIZE = [(_LEVELS & (0xFF << (8 - bits)) & 0xFF).astype(np.uint8) for bits 
 _SOLARIZE = [np.where(_LEVELS < t, _LEVELS, 255 - _LEVELS).astype(np.uint8) for t in range(257)]
 _SOLARIZE_ADD = [np.where(_LEVELS < 128, np.minimum(255, _LEVELS + add), _LEVELS).astype(np.uint8)
                  for add in range(111)]
-_SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13  # Pillow's ImageFilter.SMOOTH
+_INVERT = (255 - _LEVELS).astype(np.uint8)
+SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13  # Pillow's ImageFilter.SMOOTH
+
+# timm's op table by kind; m is the magnitude on the 0..10 scale, signed for the geometric ops
+#: per-level lookup tables (uint8, 256 entries)
+LUT_OPS: dict[str, Callable[[float], np.ndarray]] = {
+    "Invert": lambda m: _INVERT,
+    "Posterize": lambda m: _POSTERIZE[int(m / 10 * 4)],
+    "Solarize": lambda m: _SOLARIZE[int(m / 10 * 256)],
+    "SolarizeAdd": lambda m: _SOLARIZE_ADD[int(m / 10 * 110)],
+}
+#: Pillow affine coefficients (output -> input, pixel edges) of a ``width`` x ``height`` image
+AFFINE_OPS: dict[str, Callable[[float, int, int], tuple[float, ...]]] = {
+    "Rotate": lambda m, w, h: rotation_coeffs(m / 10 * 30, w, h),
+    "ShearX": lambda m, w, h: (1, m / 10 * 0.3, 0, 0, 1, 0),
+    "ShearY": lambda m, w, h: (1, 0, 0, m / 10 * 0.3, 1, 0),
+    "TranslateXRel": lambda m, w, h: (1, 0, m / 10 * 0.45 * w, 0, 1, 0),
+    "TranslateYRel": lambda m, w, h: (1, 0, 0, 0, 1, m / 10 * 0.45 * h),
+}
+#: ImageEnhance ops, factor ``m / 10 * 1.8 + 0.1``
+ENHANCE_OPS = ("Color", "Contrast", "Brightness", "Sharpness")
+#: Pillow ImageOps histogram ops
+HISTOGRAM_OPS = ("AutoContrast", "Equalize")
+
+
+def enhance_factor(m: float) -> float:
+    return m / 10 * 1.8 + 0.1
 
 
 def sharpness(v: Array, f: float) -> Array:
     """Pillow's ``ImageEnhance.Sharpness``: a blend of the image and its SMOOTH filter (outer pixel
     ring left as is, as Pillow's 3x3 filters do), factor ``f``."""
     smooth = v.copy()
-    smooth[1:-1, 1:-1] = cv2.filter2D(v, -1, _SMOOTH)[1:-1, 1:-1]
+    smooth[1:-1, 1:-1] = cv2.filter2D(v, -1, SMOOTH)[1:-1, 1:-1]
     return cv2.addWeighted(v, f, smooth, 1.0 - f, 0.0)
 
 
-def _pil_op(op: Callable[[Image.Image], Image.Image]) -> Callable[[Array, float, random.Random], Array]:
+def _pil_op(op: Callable[[Image.Image], Image.Image]) -> Callable[[Array, float], Array]:
     """A Pillow ``ImageOps`` histogram op on arrays (two of fifteen ops: ~7 % of views)."""
-    return lambda v, m, r: np.array(op(Image.fromarray(v)))
+    return lambda v, m: np.array(op(Image.fromarray(v)))
 
 
-RANDAUG_OPS: dict[str, Callable[[Array, float, random.Random], Array]] = {
+#: the ImageEnhance ops that are colour-jitter ops (:func:`jitter_matrix`); Sharpness is the other
+ENHANCE_JITTER_OP = {"Brightness": 0, "Contrast": 1, "Color": 2}
+
+
+def _enhance(name: str) -> Callable[[Array, float], Array]:
+    if name in ENHANCE_JITTER_OP:
+        return lambda v, m: apply_jitter(v, ((ENHANCE_JITTER_OP[name], enhance_factor(m)),))
+    return lambda v, m: sharpness(v, enhance_factor(m))
+
+
+#: the fifteen ops on uint8 arrays: ``op(v, m)``
+RANDAUG_OPS: dict[str, Callable[[Array, float], Array]] = {
     "AutoContrast": _pil_op(ImageOps.autocontrast),
     "Equalize": _pil_op(ImageOps.equalize),
-    "Invert": lambda v, m, r: cv2.bitwise_not(v),
-    "Rotate": lambda v, m, r: rotate(v, _signed(m / 10 * 30, r)),
-    "Posterize": lambda v, m, r: cv2.LUT(v, _POSTERIZE[int(m / 10 * 4)]) if int(m / 10 * 4) < 8 else v,
-    "Solarize": lambda v, m, r: cv2.LUT(v, _SOLARIZE[int(m / 10 * 256)]),
-    "SolarizeAdd": lambda v, m, r: cv2.LUT(v, _SOLARIZE_ADD[int(m / 10 * 110)]),
-    "Color": lambda v, m, r: apply_matrix(v, saturation_matrix(m / 10 * 1.8 + 0.1)),
-    "Contrast": lambda v, m, r: adjust_contrast(v, m / 10 * 1.8 + 0.1),
-    "Brightness": lambda v, m, r: adjust_brightness(v, m / 10 * 1.8 + 0.1),
-    "Sharpness": lambda v, m, r: sharpness(v, m / 10 * 1.8 + 0.1),
-    "ShearX": lambda v, m, r: pil_affine(v, (1, _signed(m / 10 * 0.3, r), 0, 0, 1, 0)),
-    "ShearY": lambda v, m, r: pil_affine(v, (1, 0, 0, _signed(m / 10 * 0.3, r), 1, 0)),
-    "TranslateXRel": lambda v, m, r: pil_affine(v, (1, 0, _signed(m / 10 * 0.45, r) * v.shape[1], 0, 1, 0)),
-    "TranslateYRel": lambda v, m, r: pil_affine(v, (1, 0, 0, 0, 1, _signed(m / 10 * 0.45, r) * v.shape[0])),
+    **{n: (lambda lut: lambda v, m: cv2.LUT(v, lut(m)))(f) for n, f in LUT_OPS.items()},
+    **{n: _enhance(n) for n in ENHANCE_OPS},
+    **{n: (lambda co: lambda v, m: pil_affine(v, co(m, v.shape[1], v.shape[0])))(f) for n, f in AFFINE_OPS.items()},
 }
-_RANDAUG_NAMES = tuple(RANDAUG_OPS)
+_RANDAUG_NAMES = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd", "Color",
+                  "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+assert set(_RANDAUG_NAMES) == set(RANDAUG_OPS)
+
+#: a drawn RandAugment: (op name, magnitude) per op applied, in order
+RandAugOps = tuple[tuple[str, float], ...]
 
 
-def rand_augment(v: Array, cfg: AugmentConfig, rng: random.Random) -> Array:
+def draw_rand_augment(cfg: AugmentConfig, rng: random.Random) -> RandAugOps:
     """``cfg.randaug_ops`` ops drawn with replacement; each applied with p ``cfg.randaug_p`` at
-    magnitude ~ N(m, std) clipped to [0, 10] (timm ``RandAugment`` semantics)."""
+    magnitude ~ N(m, std) clipped to [0, 10], negated with p .5 for the geometric ops (timm
+    ``RandAugment`` semantics, timm's draw order)."""
+    ops = []
     for _ in range(cfg.randaug_ops):
         name = rng.choice(_RANDAUG_NAMES)
         if rng.random() >= cfg.randaug_p:
             continue
         mag = min(10.0, max(0.0, rng.gauss(cfg.randaug_magnitude, cfg.randaug_std)))
-        v = RANDAUG_OPS[name](v, mag, rng)
+        ops.append((name, _signed(mag, rng) if name in AFFINE_OPS else mag))
+    return tuple(ops)
+
+
+def apply_rand_augment(v: Array, ops: RandAugOps) -> Array:
+    for name, mag in ops:
+        v = RANDAUG_OPS[name](v, mag)
     return v
 
 
@@ -363,28 +427,109 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class ViewTrace:
-    """What was drawn for one view (for statistical tests): crop box in source pixels and flags."""
+class ViewParams:
+    """What was drawn for one view: the crop box (whole pixels of the decoded image; in
+    :attr:`InfoMinAugment.last_trace`, of the upright picture), flip, colour jitter (``None``: not
+    applied), blur sigma (0: no blur), RandAugment ops and grayscale."""
 
     box: Box
     flip: bool
-    jitter: bool
-    blur: bool
+    jitter_ops: JitterOps | None
     sigma: float
+    randaug: RandAugOps
     gray: bool
+
+    @property
+    def jitter(self) -> bool:
+        return self.jitter_ops is not None
+
+    @property
+    def blur(self) -> bool:
+        return self.sigma > 0
+
+
+@dataclass
+class JigsawParams:
+    """What was drawn for the JigSaw branch: crop box (whole pixels of the decoded image), flip,
+    each patch's top-left corner (y, x) in the resized crop in patch order, and ``perm[k]``: the grid
+    cell (row-major) of the k-th patch."""
+
+    box: Box
+    flip: bool
+    corners: tuple[tuple[int, int], ...]
+    perm: tuple[int, ...]
+
+
+@dataclass
+class SampleParams:
+    """Everything drawn for one sample: its two views and, with ``cfg.jigsaw``, the JigSaw branch."""
+
+    views: tuple[ViewParams, ViewParams]
+    jigsaw: JigsawParams | None
+
+
+def draw_view(cfg: AugmentConfig, box: Box, rng: random.Random) -> ViewParams:
+    """One view's parameters, in the recipe's order (flip, jitter, blur, RandAugment, grayscale)."""
+    flip = rng.random() < cfg.flip_p
+    jitter = draw_jitter(cfg.jitter, rng) if rng.random() < cfg.jitter_p else None
+    sigma = rng.uniform(*cfg.blur_sigma) if rng.random() < cfg.blur_p else 0.0
+    randaug = draw_rand_augment(cfg, rng)
+    return ViewParams(box, flip, jitter, sigma, randaug, rng.random() < cfg.gray_p)
+
+
+def draw_jigsaw(cfg: AugmentConfig, box: Box, rng: random.Random) -> JigsawParams:
+    """The JigSaw branch's flip, a random patch offset in each grid cell, a uniformly random order."""
+    cell, p, g = cfg.jigsaw_size // cfg.jigsaw_grid, cfg.jigsaw_patch, cfg.jigsaw_grid
+    flip = rng.random() < cfg.flip_p
+    corners = []
+    for k in range(g * g):
+        r, c = divmod(k, g)
+        corners.append((r * cell + rng.randint(0, cell - p), c * cell + rng.randint(0, cell - p)))
+    perm = list(range(g * g))
+    rng.shuffle(perm)
+    return JigsawParams(box, flip, tuple(corners[i] for i in perm), tuple(perm))
+
+
+def apply_view(img: Array, p: ViewParams, cfg: AugmentConfig) -> Array:
+    """The view ``p`` of the decoded image ``img`` (uint8 (S, S, 3))."""
+    v, _ = resized_crop(img, p.box, (cfg.size, cfg.size))
+    if p.flip:
+        v = cv2.flip(v, 1)
+    if p.jitter_ops is not None:
+        v = apply_jitter(v, p.jitter_ops)
+    if p.sigma > 0:
+        v = gaussian_blur(v, p.sigma)
+    v = apply_rand_augment(v, p.randaug)
+    return grayscale(v) if p.gray else v
+
+
+def apply_jigsaw(img: Array, p: JigsawParams, cfg: AugmentConfig) -> dict[str, torch.Tensor]:
+    """The ``jigsaw_size`` crop (resized once, flipped or not), its patches sliced at ``p.corners``."""
+    size, ps = cfg.jigsaw_size, cfg.jigsaw_patch
+    crop, _ = resized_crop(img, p.box, (size, size))
+    if p.flip:
+        crop = crop[:, ::-1]
+    stacked = np.stack([crop[y:y + ps, x:x + ps] for y, x in p.corners])  # (9, P, P, 3)
+    return {"jigsaw": torch.from_numpy(stacked).permute(0, 3, 1, 2),
+            "perm": torch.tensor(p.perm, dtype=torch.int64)}
 
 
 class InfoMinAugment:
     """Callable: image file -> ``{"views": uint8 (2, 3, S, S), ["jigsaw": uint8 (9, 3, P, P),
     "perm": int64 (9,)]}``; ``perm[k]`` is the grid cell (row-major) of the k-th patch. The tensors
-    have channels-last strides (the batch's collation is their one copy)."""
+    have channels-last strides (the batch's collation is their one copy).
+
+    :meth:`draw` (decode + every random draw) and the ``apply_*`` functions are the two halves;
+    :mod:`pretrain.augment_batched` runs the second half on batches on the training device."""
 
     def __init__(self, cfg: AugmentConfig = AugmentConfig()) -> None:
         self.cfg = cfg
-        self.last_trace: list[ViewTrace] = []
+        self.last_trace: list[ViewParams] = []
         self.last_decode_size: tuple[int, int] = (0, 0)  # (width, height) actually decoded
 
-    def __call__(self, fp: str | BinaryIO, rng: random.Random) -> dict[str, torch.Tensor]:
+    def draw(self, fp: str | BinaryIO, rng: random.Random) -> tuple[Array, SampleParams]:
+        """Decode (reduced-size where every crop allows) and draw the sample's parameters; boxes in
+        whole pixels of the decoded image. Sets :attr:`last_trace` (boxes in upright pixels)."""
         cfg = self.cfg
         with EncodedImage(fp) as src:
             width, height = src.size  # crops are drawn on the upright picture
@@ -395,56 +540,25 @@ class InfoMinAugment:
                 jig_box = sample_crop(width, height, (cfg.jigsaw_crop_min, 1.0), rng)
                 wanted.append((jig_box, cfg.jigsaw_size))
             img = src.decode(draft_factor(wanted))
-        self.last_decode_size = (img.shape[1], img.shape[0])
-        sx, sy = img.shape[1] / width, img.shape[0] / height
-        self.last_trace = []
-        views = [self._view(img, (l * sx, t * sy, r * sx, b * sy), rng) for l, t, r, b in boxes]
-        out = {"views": torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2)}
-        if jig_box is not None:
-            l, t, r, b = jig_box
-            out.update(self._jigsaw(img, (l * sx, t * sy, r * sx, b * sy), rng))
-        for tr in self.last_trace:  # the box used, in the upright picture's pixels
-            l, t, r, b = tr.box
-            tr.box = (l / sx, t / sy, r / sx, b / sy)
+        h, w = img.shape[:2]
+        self.last_decode_size = (w, h)
+        sx, sy = w / width, h / height
+
+        def decoded(box: Box) -> Box:
+            return whole_pixels((box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy), w, h)
+
+        v1, v2 = (draw_view(cfg, decoded(b), rng) for b in boxes)
+        jig = draw_jigsaw(cfg, decoded(jig_box), rng) if jig_box is not None else None
+        self.last_trace = [dataclasses.replace(v, box=(v.box[0] / sx, v.box[1] / sy, v.box[2] / sx, v.box[3] / sy))
+                           for v in (v1, v2)]
+        return img, SampleParams((v1, v2), jig)
+
+    def __call__(self, fp: str | BinaryIO, rng: random.Random) -> dict[str, torch.Tensor]:
+        img, p = self.draw(fp, rng)
+        out = {"views": torch.from_numpy(np.stack([apply_view(img, v, self.cfg) for v in p.views])).permute(0, 3, 1, 2)}
+        if p.jigsaw is not None:
+            out.update(apply_jigsaw(img, p.jigsaw, self.cfg))
         return out
-
-    def _view(self, img: Array, box: Box, rng: random.Random) -> Array:
-        cfg = self.cfg
-        v, used = resized_crop(img, box, (cfg.size, cfg.size))
-        flip = rng.random() < cfg.flip_p
-        if flip:
-            v = cv2.flip(v, 1)
-        jitter = rng.random() < cfg.jitter_p
-        if jitter:
-            v = color_jitter(v, cfg.jitter, rng)
-        blur = rng.random() < cfg.blur_p
-        sigma = rng.uniform(*cfg.blur_sigma) if blur else 0.0
-        if blur:
-            v = gaussian_blur(v, sigma)
-        v = rand_augment(v, cfg, rng)
-        gray = rng.random() < cfg.gray_p
-        if gray:
-            v = grayscale(v)
-        self.last_trace.append(ViewTrace(used, flip, jitter, blur, sigma, gray))
-        return v
-
-    def _jigsaw(self, img: Array, box: Box, rng: random.Random) -> dict[str, torch.Tensor]:
-        """The ``jigsaw_size`` crop (resized once, flipped or not), a ``jigsaw_patch`` patch at a
-        random offset in each of its grid cells, the patches in a random order."""
-        cfg = self.cfg
-        size, cell, p, g = cfg.jigsaw_size, cfg.jigsaw_size // cfg.jigsaw_grid, cfg.jigsaw_patch, cfg.jigsaw_grid
-        crop, _ = resized_crop(img, box, (size, size))
-        if rng.random() < cfg.flip_p:
-            crop = crop[:, ::-1]
-        corners = []
-        for k in range(g * g):
-            r, c = divmod(k, g)
-            corners.append((r * cell + rng.randint(0, cell - p), c * cell + rng.randint(0, cell - p)))
-        perm = list(range(g * g))
-        rng.shuffle(perm)
-        stacked = np.stack([crop[y:y + p, x:x + p] for y, x in (corners[i] for i in perm)])  # (9, P, P, 3)
-        return {"jigsaw": torch.from_numpy(stacked).permute(0, 3, 1, 2),
-                "perm": torch.tensor(perm, dtype=torch.int64)}
 
 
 # ----------------------------------------------------------------------------------------------

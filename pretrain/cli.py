@@ -5,6 +5,7 @@
     infomin-det pretrain DATA -o OUT --cluster slurm --gpus-per-node 8      via infomin_det.launch
     infomin-det pretrain DATA --linear-eval OUT/checkpoint_*.pth --val VAL  top-1 / top-5
     infomin-det pretrain DATA -o OUT --probe LABELLED [--probe-every 200]   + linear probe while training
+    infomin-det pretrain DATA -o OUT --augment-on device                    the GPU runs the augmentation
 
 Every value is checked before anything starts or is written. ``--cluster`` takes the launcher's
 full executor option set (``infomin_det.launch.options.add_executor_arguments``); without
@@ -22,6 +23,7 @@ import sys
 
 from infomin_det import wandb_log
 from pretrain.augment import RECIPES
+from pretrain.augment_batched import AUGMENT_ON
 from pretrain.model import ARCHS
 
 
@@ -50,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, default=d["image_size"])
     g.add_argument("--augment", choices=list(RECIPES), default=d["augment"],
                    help="augmentation recipe: the paper's InfoMin (default) or MoCo v2's (no RandAugment, weaker jitter)")
+    g.add_argument("--augment-on", choices=list(AUGMENT_ON), default=d["augment_on"],
+                   help="workers: the loader workers run the whole augmentation (default); device: they decode and "
+                        "draw, the training device (a GPU) runs the pixel ops on the batch")
     g.add_argument("--crop-min", type=float, default=d["crop_min"], help="RandomResizedCrop lower area bound c")
     g.add_argument("--jitter-strength", type=float, default=d["jitter_strength"],
                    help="colour-jitter strength x: factors [0.8, 0.8, 0.8, 0.4] * x (hue capped at 0.5)")
@@ -185,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
         base_lr=args.base_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         queue_size=args.queue_size, moco_momentum=args.moco_momentum, temperature=args.temperature,
         image_size=args.image_size, augment=args.augment, crop_min=args.crop_min, jitter_strength=args.jitter_strength,
-        jigsaw=args.jigsaw, amp=args.amp, workers=args.workers, seed=args.seed,
+        jigsaw=args.jigsaw, augment_on=args.augment_on, amp=args.amp, workers=args.workers, seed=args.seed,
         checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, device=args.device,
         tensorboard=not args.no_tensorboard, progress=sys.stderr.isatty(), probe=args.probe or "", wandb=args.wandb,
         **probe_every)

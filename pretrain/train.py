@@ -36,6 +36,7 @@ from pretrain import checkpoint as ckpt_io
 from pretrain import device as devices
 from pretrain import limits, steplog
 from pretrain.augment import AugmentConfig, InfoMinAugment, recipe
+from pretrain.augment_batched import AUGMENT_ON, BatchedAugment
 from pretrain.data import EpochSampler, ImageList, SkipUnreadable, check_decodable, scan_folder, worker_init
 from pretrain.model import MoCo, arch_of
 from pretrain.outdir import check_writable, created
@@ -65,6 +66,7 @@ class PretrainSpec:
     crop_min: float = 0.2
     jitter_strength: float = 1.0
     jigsaw: bool = False
+    augment_on: str = "workers"          # workers: loader workers augment | device: workers decode, the device augments
     amp: str = "none"                    # none | bf16 | fp16
     workers: int = 4                     # data-loading processes per training process
     seed: int = 0
@@ -113,6 +115,9 @@ class PretrainSpec:
                           hint="-1 picks 0 or 5 by the global batch; warm-up cannot outlast the run")
         arch_of(self.arch)
         self.augment_config()
+        if self.augment_on not in AUGMENT_ON:
+            raise UserError(f"--augment-on {self.augment_on!r} is not one of {', '.join(AUGMENT_ON)}",
+                            "use workers (the loader workers augment) or device (they decode; the training device augments)")
 
 
 def _place() -> tuple[int, int]:
@@ -291,7 +296,10 @@ class _Run:
         self.arch = arch_of(spec.arch)
         self.out_dir = Path(spec.output_dir)
         # data: augmented views of the images, this rank's share of each epoch
-        self.dataset = SkipUnreadable(images, InfoMinAugment(spec.augment_config()), spec.seed)
+        # (--augment-on device: the workers decode and draw, self.batched augments on the device)
+        self.batched = BatchedAugment(spec.augment_config()) if spec.augment_on == "device" else None
+        transform = self.batched.draw if self.batched is not None else InfoMinAugment(spec.augment_config())
+        self.dataset = SkipUnreadable(images, transform, spec.seed)
         self.sampler = EpochSampler(len(images.files), spec.batch_size, rank, world, spec.seed)
         # schedule: lr scaled by the global batch, warm-up (see the module docstring), cosine to 0
         global_batch = spec.batch_size * world
@@ -377,20 +385,12 @@ class _Run:
         preempt.install()
         while self.step < self.stop_at:
             epoch = self.step // self.steps_per_epoch
-            self.sampler.epoch = self.dataset.epoch = epoch
             self.sampler.skip_batches = self.step - epoch * self.steps_per_epoch
-            # the loader draws its workers' base seed from its own generator, not the global RNG that
-            # shuffle-BN uses: a resumed run continues that RNG exactly where the checkpoint left it
-            loader = torch.utils.data.DataLoader(self.dataset, batch_size=spec.batch_size, sampler=self.sampler,
-                                                 num_workers=spec.workers, drop_last=True,
-                                                 pin_memory=device.type == "cuda", worker_init_fn=worker_init,
-                                                 generator=torch.Generator().manual_seed(spec.seed * 7919 + epoch))
-            for batch in loader:
+            for batch in self.loader(epoch):
                 lr = lr_at(self.step, self.total, self.warmup, self.peak_lr)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
-                views = batch["views"].to(device, non_blocking=True)
-                jig = batch["jigsaw"].to(device, non_blocking=True) if spec.jigsaw else None
+                views, jig = self.inputs(batch)
                 with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
                     out = net(views, jig)
@@ -418,6 +418,26 @@ class _Run:
                 if step >= self.stop_at:
                     break
         preempt.restore()
+
+    def loader(self, epoch: int) -> torch.utils.data.DataLoader:
+        """This rank's batches of ``epoch`` from ``self.sampler.skip_batches`` on."""
+        spec = self.spec
+        self.sampler.epoch = self.dataset.epoch = epoch
+        # the loader draws its workers' base seed from its own generator, not the global RNG that
+        # shuffle-BN uses: a resumed run continues that RNG exactly where the checkpoint left it
+        return torch.utils.data.DataLoader(self.dataset, batch_size=spec.batch_size, sampler=self.sampler,
+                                           num_workers=spec.workers, drop_last=True,
+                                           pin_memory=self.device.type == "cuda", worker_init_fn=worker_init,
+                                           collate_fn=self.batched.collate if self.batched is not None else None,
+                                           generator=torch.Generator().manual_seed(spec.seed * 7919 + epoch))
+
+    def inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A loader batch -> (views uint8 (B, 2, 3, S, S), JigSaw patches or None) on the device."""
+        if self.batched is not None:
+            batch = self.batched.apply(batch, self.device)
+        views = batch["views"].to(self.device, non_blocking=True)
+        jig = batch["jigsaw"].to(self.device, non_blocking=True) if self.spec.jigsaw else None
+        return views, jig
 
     def maybe_probe(self) -> None:
         """``--probe``: rank 0 probes the query encoder when the schedule says (and the step is not

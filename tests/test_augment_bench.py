@@ -55,3 +55,15 @@ def test_a_folder_that_is_not_a_pycontrast_checkout_is_refused(tmp_path):
         with pytest.raises(SystemExit) as e:
             bench.pycontrast_methods(where, [], tmp_path)
         assert "is not a PyContrast checkout" in str(e.value) and "fix: git clone" in str(e.value)
+
+
+def test_bad_device_part_settings_are_refused_before_anything_runs(tmp_path):
+    import subprocess
+    import sys
+
+    for args, cause in ((["--device", "nonsense"], "--device 'nonsense' is not usable here"),
+                        (["--batch", "0"], "--batch 0 is not a batch size")):
+        r = subprocess.run([sys.executable, str(BENCH), "--device-part", "--cache", str(tmp_path / "c"), *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and cause in r.stderr and "fix:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "c").exists()

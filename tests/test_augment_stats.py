@@ -16,8 +16,8 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from pretrain.augment import (FILL, RANDAUG_OPS, AugmentConfig, InfoMinAugment, adjust_brightness, adjust_contrast,
-                              apply_matrix, color_jitter, draft_factor, gaussian_blur, grayscale, hue_matrix,
+from pretrain.augment import (AFFINE_OPS, FILL, RANDAUG_OPS, AugmentConfig, InfoMinAugment, adjust_brightness, adjust_contrast,
+                              apply_jigsaw, apply_matrix, color_jitter, draw_jigsaw, draft_factor, gaussian_blur, grayscale, hue_matrix,
                               normalize, resized_crop, sample_crop, saturation_matrix, torchvision_reference)
 from infomin_det.errors import UserError
 
@@ -235,7 +235,8 @@ def test_every_randaugment_op_is_timms_pillow_op(name):
     a = np.array(img)
     for mag in (0.0, 2.0, 5.0, 9.5, 10.0):
         for seed in (0, 1, 2, 3):
-            ours = RANDAUG_OPS[name](a, mag, random.Random(seed))
+            signed = _signed(mag, random.Random(seed)) if name in AFFINE_OPS else mag
+            ours = RANDAUG_OPS[name](a, signed)
             ref = np.asarray(TIMM_OPS[name](img, mag, random.Random(seed)), int)
             assert ours.dtype == np.uint8 and ours.shape == a.shape, name
             d = np.abs(ours.astype(int) - ref)
@@ -310,8 +311,8 @@ def test_jigsaw_patches_equal_slices_of_the_resized_crop():
     img = Image.open(io.BytesIO(_jpeg(500, 375, seed=3))).convert("RGB")
     box = (20, 10, 380, 370)
     for flip_p in (0.0, 1.0):
-        aug = InfoMinAugment(dataclasses.replace(cfg, flip_p=flip_p))
-        out = aug._jigsaw(np.array(img), box, random.Random(2))
+        c = dataclasses.replace(cfg, flip_p=flip_p)
+        out = apply_jigsaw(np.array(img), draw_jigsaw(c, box, random.Random(2)), c)
         crop = img.crop(box).resize((255, 255), Image.Resampling.BILINEAR)
         if flip_p:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -131,14 +131,16 @@ def host_reads(monkeypatch):
     return count
 
 
-def test_training_steps_between_logs_read_nothing_from_the_device(images, tmp_path, host_reads):
+@pytest.mark.parametrize("augment_on", ["workers", "device"])
+def test_training_steps_between_logs_read_nothing_from_the_device(images, tmp_path, host_reads, augment_on):
     """Steps 3..5 of an epoch add no tensor -> host conversion (before: 4 floats of the outputs, an
-    int of the skipped count and one of the queue pointer per step)."""
+    int of the skipped count and one of the queue pointer per step); with ``--augment-on device``
+    the batched augmentation plans its ops on the host."""
     reads = []
     for steps in (2, 5):
         host_reads["n"] = 0
         pretrain_worker(tiny_spec(images, tmp_path / f"run{steps}", max_steps=steps, epochs=1, jigsaw=True,
-                                  batch_size=4, queue_size=16))
+                                  batch_size=4, queue_size=16, augment_on=augment_on))
         reads.append(host_reads["n"])
     assert reads[0] == reads[1], reads
 
