@@ -23,7 +23,7 @@ arrays with OpenCV's SIMD kernels (each op checked against the Pillow / torchvis
   before the next as torchvision's; **hue as a rotation of the chroma plane in YIQ** (a 3x3 matrix,
   10x cheaper than torchvision's HSV round trip; the hue angle is 360*h degrees, luma is kept, the
   parameter h has torchvision's distribution U(-hue, hue)) -- the one approximation (of the HSV shift);
-* blur: the true Gaussian of sigma (kernel to 3 sigma), which Pillow's ``GaussianBlur`` in MoCo v2 /
+* blur: the true Gaussian of sigma (kernel to 3 sigma, separable float filter), which Pillow's ``GaussianBlur`` in MoCo v2 /
   PyContrast approximates by box passes;
 * RandAugment: LUTs, ``cv2.warpAffine`` in Pillow's pixel-edge convention, Pillow's own ImageOps for
   the two histogram ops;
@@ -252,8 +252,9 @@ def color_jitter(v: Array, mags: tuple[float, float, float, float], rng: random.
 def gaussian_blur(v: Array, sigma: float) -> Array:
     """The Gaussian blur of standard deviation ``sigma`` px (kernel to 3 sigma, reflected border),
     which MoCo v2's / PyContrast's ``ImageFilter.GaussianBlur(sigma)`` approximates by box passes."""
-    k = 2 * math.ceil(3 * sigma) + 1
-    return cv2.GaussianBlur(v, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+    g = cv2.getGaussianKernel(2 * math.ceil(3 * sigma) + 1, sigma, cv2.CV_32F)
+    # separable float filter: GaussianBlur's bit-exact 8-bit path is 1.6-2.6x slower, same result within 1 level
+    return cv2.sepFilter2D(v, -1, g, g, borderType=cv2.BORDER_REFLECT_101)
 
 
 def grayscale(v: Array) -> Array:

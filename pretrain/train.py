@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,6 +299,9 @@ class _Run:
         # data: augmented views of the images, this rank's share of each epoch
         # (--augment-on device: the workers decode and draw, self.batched augments on the device)
         self.batched = BatchedAugment(spec.augment_config()) if spec.augment_on == "device" else None
+        if self.batched is not None and device.type == "cpu" and rank == 0:
+            print("warning: --augment-on device on the CPU: correct, but several times slower than the loader "
+                  "workers' pipeline (it is meant for a GPU; leave --augment-on at workers here)", file=sys.stderr)
         transform = self.batched.draw if self.batched is not None else InfoMinAugment(spec.augment_config())
         self.dataset = SkipUnreadable(images, transform, spec.seed)
         self.sampler = EpochSampler(len(images.files), spec.batch_size, rank, world, spec.seed)

@@ -166,7 +166,7 @@ def _images(root: Path) -> Path:
     return root
 
 
-def test_pretraining_with_augment_on_device_sees_the_workers_batches(tmp_path):
+def test_pretraining_with_augment_on_device_sees_the_workers_batches(tmp_path, capsys):
     """The same batch (files, order, views, patches) reaches the model through a loader worker and
     the device path; a run trains on it."""
     from pretrain.train import pretrain_worker
@@ -184,6 +184,7 @@ def test_pretraining_with_augment_on_device_sees_the_workers_batches(tmp_path):
     assert (jd.int() - jw.int()).abs().max() <= 1
     r = pretrain_worker(PretrainSpec(**base, output_dir=str(tmp_path / "run"), augment_on="device", max_steps=2))
     assert r["step"] == 2 and np.isfinite(r["loss"])
+    assert "warning: --augment-on device on the CPU" in capsys.readouterr().err
 
 
 def test_a_bad_augment_on_is_refused(tmp_path, capsys):
