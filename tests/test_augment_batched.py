@@ -217,3 +217,18 @@ def test_loader_workers_start_after_the_parent_used_opencvs_threads(tmp_path):
                        cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[65, 65, 65, 65]"  # OpenCV ran, sequentially (one thread), in every worker
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_a_batch_is_the_cpu_pipelines_batch(mixed_files):
+    """The GPU check: the same batch on CUDA (cudnn / TF32 kernels) within the CPU bounds above."""
+    cfg = AugmentConfig(jigsaw=True)
+    cpu, batched = InfoMinAugment(cfg), BatchedAugment(cfg)
+    ref = [cpu(f, random.Random(i)) for i, f in enumerate(mixed_files)]
+    out = batched.apply(batched.collate([batched.draw(f, random.Random(i)) for i, f in enumerate(mixed_files)]),
+                        torch.device("cuda"))
+    assert out["views"].is_cuda
+    d = (out["views"].cpu().int() - torch.stack([r["views"] for r in ref]).int()).abs().float()
+    assert d.mean() < 0.5 and (d > 4).float().mean() < 0.01 and d.flatten(2).mean(-1).max() < 2.0, d.mean()
+    assert torch.equal(out["perm"].cpu(), torch.stack([r["perm"] for r in ref]))
+    assert (out["jigsaw"].cpu().int() - torch.stack([r["jigsaw"] for r in ref]).int()).abs().max() <= 1
