@@ -94,8 +94,9 @@ def check_decodable(images: ImageList, sample: int = DECODE_CHECK_SAMPLE) -> int
 def worker_init(worker_id: int) -> None:
     """A DataLoader worker's set-up: OpenCV runs sequentially (torch already gives each worker one
     thread), so that N workers keep N cores busy instead of contending for them. (0, not 1: in a
-    worker forked from a process that had used OpenCV's thread pool, ``setNumThreads(1)`` waits
-    forever for the pool's threads, which a fork does not copy.)"""
+    worker forked from a process that had used OpenCV's thread pool, ``setNumThreads(1)`` can wait
+    forever for the pool's threads, which a fork does not copy; 0 is the workaround OpenCV's
+    maintainers give for forked workers, opencv/opencv#5150.)"""
     cv2.setNumThreads(0)
 
 
