@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.augment import (_LUMA, AFFINE_OPS, ENHANCE_JITTER_OP, FILL, LUT_OPS, SMOOTH, AugmentConfig,
-                              InfoMinAugment, ViewParams, enhance_factor, jitter_matrix)
+                              InfoMinAugment, ViewParams, enhance_factor, jitter_matrix,
+                              saturation_matrix)
 
 #: where ``pretrain --augment-on`` runs the pixel ops: in the loader workers (InfoMinAugment) or here
 AUGMENT_ON = ("workers", "device")
 
 NONE, MATRIX, LUT, AFFINE, SHARPNESS, AUTOCONTRAST, EQUALIZE, BLUR = range(8)
-_GRAY = np.tile(np.array(_LUMA), (3, 1))
+_GRAY = saturation_matrix(0.0)  # grayscale: every channel the luma
 _IDENTITY_LUT = np.arange(256, dtype=np.uint8)
 
 
@@ -90,6 +91,20 @@ def pack_views(views: list[ViewParams] | tuple[ViewParams, ...], cfg: AugmentCon
 # ----------------------------------------------------------------------------------------------
 # batched ops on float (n, 3, H, W) tensors holding whole values 0..255
 
+_CONSTANTS: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
+
+
+def _constants(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """luma weights, fill colour and SMOOTH kernel on ``x``'s device, copied there once (a copy from
+    host memory per op would wait for the device's queue)."""
+    key = (x.device, x.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = {"luma": torch.tensor(_LUMA, dtype=x.dtype).to(x.device),
+                           "fill": torch.tensor(FILL, dtype=x.dtype).view(1, 3, 1, 1).to(x.device),
+                           "smooth": torch.from_numpy(SMOOTH).to(x.dtype).view(1, 1, 3, 3).expand(3, 1, 3, 3).to(x.device)}
+    return _CONSTANTS[key]
+
+
 def _q(x: torch.Tensor) -> torch.Tensor:
     return x.round_().clamp_(0, 255)
 
@@ -117,8 +132,7 @@ def resized_crops(img: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Te
 
 
 def _matrix(x: torch.Tensor, m: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype)
-    gray_mean = torch.floor((x.mean((2, 3)) * luma).sum(1) + 0.5)  # Pillow's rounded grayscale mean
+    gray_mean = torch.floor((x.mean((2, 3)) * _constants(x)["luma"]).sum(1) + 0.5)  # Pillow's rounded grayscale mean
     y = torch.einsum("nij,njhw->nihw", m, x) + (c * gray_mean)[:, None, None, None]
     return _q(y)
 
@@ -132,20 +146,18 @@ def _affine(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     """Pillow's ``transform(AFFINE, coeffs, BILINEAR, fillcolor=FILL)``: output -> input pixel-edge
     coordinates, mapped to ``affine_grid``'s [-1, 1] (align_corners=False)."""
     n, _, h, w = x.shape
-    a = torch.zeros(n, 3, 3, dtype=torch.float64, device=x.device)
-    a[:, :2] = coeffs.view(n, 2, 3)
-    a[:, 2, 2] = 1
-    norm = torch.tensor([[2 / w, 0, -1], [0, 2 / h, -1], [0, 0, 1]], dtype=torch.float64, device=x.device)
-    theta = (norm @ a @ torch.linalg.inv(norm))[:, :2].to(x.dtype)
+    a, b, c, d, e, f = coeffs.to(torch.float64).unbind(1)
+    # N A N^-1 with N: pixel edges -> [-1, 1] (x_n = 2 x / w - 1), written out
+    theta = torch.stack([torch.stack([a, b * h / w, a + b * h / w + 2 * c / w - 1], 1),
+                         torch.stack([d * w / h, e, d * w / h + e + 2 * f / h - 1], 1)], 1).to(x.dtype)
     grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
-    fill = torch.tensor(FILL, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    fill = _constants(x)["fill"]
     return _q(F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill)
 
 
 def _sharpness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    k = torch.from_numpy(SMOOTH).to(x).view(1, 1, 3, 3).expand(3, 1, 3, 3)
     smooth = x.clone()
-    smooth[:, :, 1:-1, 1:-1] = _q(F.conv2d(x, k, groups=3))
+    smooth[:, :, 1:-1, 1:-1] = _q(F.conv2d(x, _constants(x)["smooth"], groups=3))
     f = f.to(x.dtype)[:, None, None, None]
     return _q(f * x + (1 - f) * smooth)
 
@@ -213,14 +225,18 @@ def run_slots(x: torch.Tensor, slots: dict[str, torch.Tensor], kind: np.ndarray,
     """Every slot in order on views ``x`` (n, 3, S, S); ``slots`` holds (n, L, ...) arrays of
     :func:`pack_views` on ``x``'s device, ``kind`` and ``c`` the host copies of two of them (the
     plan is made on the host: no device reads). The views that drew a kind at a slot run together."""
-    for s in range(kind.shape[1]):
-        for k in np.unique(kind[:, s]):
-            if k == NONE:
-                continue
-            rows = np.flatnonzero(kind[:, s] == k)
-            idx = torch.from_numpy(rows).to(x.device, non_blocking=True)
-            radius = int(math.ceil(3 * c[rows, s].max())) if k == BLUR else 0
-            x[idx] = run_slot(x[idx], int(k), {n: slots[n][idx, s] for n in _SLOT_KEYS[1:]}, radius)
+    plan = [(s, int(k), np.flatnonzero(kind[:, s] == k)) for s in range(kind.shape[1])
+            for k in np.unique(kind[:, s]) if k != NONE]
+    if not plan:
+        return x
+    # every slot's view indices in one host -> device copy
+    all_rows = torch.from_numpy(np.concatenate([rows for _, _, rows in plan])).to(x.device)
+    start = 0
+    for s, k, rows in plan:
+        idx = all_rows[start:start + len(rows)]
+        start += len(rows)
+        radius = int(math.ceil(3 * c[rows, s].max())) if k == BLUR else 0
+        x[idx] = run_slot(x[idx], k, {n: slots[n][idx, s] for n in _SLOT_KEYS[1:]}, radius)
     return x
 
 
