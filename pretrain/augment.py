@@ -25,8 +25,8 @@ arrays with OpenCV's SIMD kernels (each op checked against the Pillow / torchvis
   parameter h has torchvision's distribution U(-hue, hue)) -- the one approximation (of the HSV shift);
 * blur: the true Gaussian of sigma (kernel to 3 sigma, separable float filter), which Pillow's ``GaussianBlur`` in MoCo v2 /
   PyContrast approximates by box passes;
-* RandAugment: LUTs, ``cv2.warpAffine`` in Pillow's pixel-edge convention, Pillow's own ImageOps for
-  the two histogram ops;
+* RandAugment: LUTs, ``cv2.warpAffine`` in Pillow's pixel-edge convention, the two histogram ops
+  as Pillow's ImageOps computes their tables (per-channel LUTs, the same values);
 * JigSaw patches sliced from the 255-px crop (resized once);
 * output ``uint8`` tensors (3, H, W) with channels-last strides; normalisation happens on the device
   (:func:`normalize`).
@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
 from infomin_det.errors import UserError
 from pretrain.decode import EncodedImage
@@ -170,11 +170,20 @@ def draft_factor(boxes: list[tuple[Box, int]]) -> int:
 Array = np.ndarray  # uint8 (H, W, 3), C-contiguous
 
 _LUMA = (0.299, 0.587, 0.114)
+_EYE = np.eye(3)
+
+
+def _affine_rgb(m: np.ndarray, offset: float) -> np.ndarray:
+    """The float32 (3, 4) matrix ``[m | offset]`` that ``cv2.transform`` takes."""
+    m34 = np.empty((3, 4), np.float32)
+    m34[:, :3] = m
+    m34[:, 3] = offset
+    return m34
 
 
 def _transform(v: Array, m: np.ndarray, offset: float = 0.0) -> Array:
     """``m @ rgb + offset`` per pixel, rounded and clipped to 0..255 (one pass)."""
-    return cv2.transform(v, np.hstack([m, np.full((3, 1), offset)]).astype(np.float32))
+    return cv2.transform(v, _affine_rgb(m, offset))
 
 
 def gray_mean(v: Array) -> int:
@@ -185,19 +194,20 @@ def gray_mean(v: Array) -> int:
 
 def adjust_brightness(v: Array, f: float) -> Array:
     """torchvision/PIL brightness: ``f * x``."""
-    return _transform(v, f * np.eye(3))
+    return _transform(v, f * _EYE)
 
 
 def adjust_contrast(v: Array, f: float) -> Array:
     """torchvision/PIL contrast: ``mean + f * (x - mean)``, mean of the grayscale image, rounded."""
-    return _transform(v, f * np.eye(3), (1.0 - f) * gray_mean(v))
+    return _transform(v, f * _EYE, (1.0 - f) * gray_mean(v))
 
 
 def saturation_matrix(f: float) -> np.ndarray:
     """3x3 RGB matrix of ``f * rgb + (1 - f) * luma`` (torchvision's saturation blend)."""
-    return f * np.eye(3) + (1 - f) * np.tile(np.array(_LUMA), (3, 1))
+    return f * _EYE + (1 - f) * _LUMA_ROWS
 
 
+_LUMA_ROWS = np.array([_LUMA] * 3)
 _RGB2YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB = np.linalg.inv(_RGB2YIQ)
 
@@ -234,7 +244,7 @@ def jitter_matrix(op: int, f: float) -> np.ndarray:
         return saturation_matrix(f)
     if op == 3:
         return hue_matrix(f)
-    return f * np.eye(3)
+    return f * _EYE
 
 
 def apply_jitter(v: Array, ops: JitterOps) -> Array:
@@ -350,9 +360,42 @@ def sharpness(v: Array, f: float) -> Array:
     return cv2.addWeighted(v, f, smooth, 1.0 - f, 0.0)
 
 
-def _pil_op(op: Callable[[Image.Image], Image.Image]) -> Callable[[Array, float], Array]:
-    """A Pillow ``ImageOps`` histogram op on arrays (two of fifteen ops: ~7 % of views)."""
-    return lambda v, m: np.array(op(Image.fromarray(v)))
+def _histograms(v: Array) -> list[np.ndarray]:
+    """Each channel's 256-bin histogram (int64)."""
+    return [cv2.calcHist([v], [c], None, [256], [0, 256]).reshape(256).astype(np.int64) for c in range(3)]
+
+
+def _channel_luts(v: Array, luts: list[np.ndarray]) -> Array:
+    return cv2.LUT(v, np.stack(luts, axis=1)[None].astype(np.uint8))  # (1, 256, 3): one table per channel
+
+
+def autocontrast(v: Array, _m: float = 0.0) -> Array:
+    """Pillow's ``ImageOps.autocontrast`` (cutoff 0): per channel, ``int(x * scale - lo * scale)``
+    clipped, ``scale = 255 / (hi - lo)``; a flat channel is left as is."""
+    luts = []
+    for h in _histograms(v):
+        present = np.flatnonzero(h)
+        lo, hi = int(present[0]), int(present[-1])
+        if hi <= lo:
+            luts.append(_LEVELS)
+            continue
+        scale = 255.0 / (hi - lo)
+        luts.append(np.clip(np.trunc(_LEVELS * scale + -lo * scale), 0, 255))
+    return _channel_luts(v, luts)
+
+
+def equalize(v: Array, _m: float = 0.0) -> Array:
+    """Pillow's ``ImageOps.equalize``: per channel, ``lut[i] = (step // 2 + #pixels below i) // step``,
+    ``step = (#pixels - #pixels at the top level) // 255``; identity where step is 0."""
+    luts = []
+    for h in _histograms(v):
+        step = (int(h.sum()) - int(h[np.flatnonzero(h)[-1]])) // 255
+        if step == 0:
+            luts.append(_LEVELS)
+            continue
+        below = np.cumsum(h) - h
+        luts.append(np.minimum((step // 2 + below) // step, 255))
+    return _channel_luts(v, luts)
 
 
 #: the ImageEnhance ops that are colour-jitter ops (:func:`jitter_matrix`); Sharpness is the other
@@ -367,8 +410,8 @@ def _enhance(name: str) -> Callable[[Array, float], Array]:
 
 #: the fifteen ops on uint8 arrays: ``op(v, m)``
 RANDAUG_OPS: dict[str, Callable[[Array, float], Array]] = {
-    "AutoContrast": _pil_op(ImageOps.autocontrast),
-    "Equalize": _pil_op(ImageOps.equalize),
+    "AutoContrast": autocontrast,
+    "Equalize": equalize,
     **{n: (lambda lut: lambda v, m: cv2.LUT(v, lut(m)))(f) for n, f in LUT_OPS.items()},
     **{n: _enhance(n) for n in ENHANCE_OPS},
     **{n: (lambda co: lambda v, m: pil_affine(v, co(m, v.shape[1], v.shape[0])))(f) for n, f in AFFINE_OPS.items()},
@@ -509,7 +552,7 @@ def apply_jigsaw(img: Array, p: JigsawParams, cfg: AugmentConfig) -> dict[str, t
     size, ps = cfg.jigsaw_size, cfg.jigsaw_patch
     crop, _ = resized_crop(img, p.box, (size, size))
     if p.flip:
-        crop = crop[:, ::-1]
+        crop = cv2.flip(crop, 1)  # (a negative-stride view would make the slicing below 9x slower)
     stacked = np.stack([crop[y:y + ps, x:x + ps] for y, x in p.corners])  # (9, P, P, 3)
     return {"jigsaw": torch.from_numpy(stacked).permute(0, 3, 1, 2),
             "perm": torch.tensor(p.perm, dtype=torch.int64)}

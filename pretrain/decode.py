@@ -59,10 +59,11 @@ def orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def oriented_size(img: Image.Image) -> tuple[int, int]:
-    """(width, height) of the picture as displayed (after EXIF orientation)."""
+def oriented_size(img: Image.Image, upright: int | None = None) -> tuple[int, int]:
+    """(width, height) of the picture as displayed (after EXIF orientation; ``upright``: the
+    already-read :func:`orientation` of ``img``)."""
     w, h = img.size
-    return (h, w) if orientation(img) in _SWAPS_SIDES else (w, h)
+    return (h, w) if (orientation(img) if upright is None else upright) in _SWAPS_SIDES else (w, h)
 
 
 def _gray16_to_l(arr: np.ndarray) -> Image.Image:
@@ -125,10 +126,10 @@ class EncodedImage:
 
     def __init__(self, fp: str | Path | BinaryIO) -> None:
         self.data = fp.read() if hasattr(fp, "read") else Path(fp).read_bytes()
-        self._img = Image.open(io.BytesIO(self.data))
-        self.size = oriented_size(self._img)
-        self._turbo = (self._img.format == "JPEG" and self._img.mode in ("RGB", "L")
-                       and orientation(self._img) == 1)
+        self._img = img = Image.open(io.BytesIO(self.data))
+        upright = orientation(img)  # (parses the EXIF block: once)
+        self.size = oriented_size(img, upright)
+        self._turbo = img.format == "JPEG" and img.mode in ("RGB", "L") and upright == 1
 
     def decode(self, factor: int = 1) -> np.ndarray:
         """Decode at 1/``factor`` of the size (a JPEG's DCT scaling: ``factor`` in 1, 2, 4, 8; other

@@ -247,6 +247,26 @@ def test_every_randaugment_op_is_timms_pillow_op(name):
                 assert d.max() <= 1, (name, mag, d.max())
 
 
+def test_histogram_ops_are_pillows_tables_exactly():
+    """AutoContrast and Equalize build Pillow's own per-channel tables: the same values as
+    ``ImageOps`` on adversarial histograms (flat channels, two levels, one pixel, a narrow band,
+    saturated ends, a 1-px-wide strip), not only within a level on a photo."""
+    rng = np.random.default_rng(5)
+    cases = [np.full((8, 8, 3), 77, np.uint8), np.zeros((1, 1, 3), np.uint8), np.full((3, 5, 3), 255, np.uint8),
+             rng.integers(0, 256, (1, 40, 3), dtype=np.uint8), rng.integers(0, 256, (40, 1, 3), dtype=np.uint8),
+             (rng.random((16, 16, 3)) < 0.5).astype(np.uint8) * 200,
+             np.clip(rng.normal(128, 2, (32, 32, 3)), 0, 255).astype(np.uint8),
+             np.dstack([np.full((9, 9), 5, np.uint8), rng.integers(0, 256, (9, 9), dtype=np.uint8),
+                        rng.integers(250, 256, (9, 9), dtype=np.uint8)]),
+             rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) // 7 + 100,
+             np.array(Image.open(io.BytesIO(_jpeg(64, 48, seed=9))).convert("RGB"))]
+    for a in cases:
+        im = Image.fromarray(a)
+        for name, ref in (("AutoContrast", ImageOps.autocontrast(im)), ("Equalize", ImageOps.equalize(im))):
+            ours = RANDAUG_OPS[name](a, 7.0)
+            assert ours.dtype == np.uint8 and np.array_equal(ours, np.asarray(ref)), (name, a.shape)
+
+
 def test_reference_pipeline_and_normalize_agree_on_scale():
     img = Image.open(io.BytesIO(_jpeg(60, 45))).convert("RGB")
     ref = torchvision_reference(AugmentConfig(size=16))(img)
