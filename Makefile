@@ -6,7 +6,8 @@
 #                detectron2): it is kept, never reinstalled; only the locked packages that Python lacks
 #                are installed, with --no-deps (tools/missing_requirements.py; docs/install.md)
 #   make demo    the main job (end-to-end demo on CPU)
-#   make test    the test suite (starts a loopback SLURM cluster for the tests that need one)
+#   make test    the test suite in two pytest-xdist workers (the tests of the loopback SLURM cluster,
+#                started for them, run in one)
 #   make bench   the benchmarks in benchmarks/
 
 VENV   ?= .venv
@@ -77,7 +78,7 @@ demo: setup
 	$(PY) -m infomin_det demo
 
 test: setup
-	$(PY) -m pytest -q --durations=30 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=30 tests
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -10,9 +10,15 @@ torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``detectron2`` skip, saying so, where Detectron2 is not installed."""
+    """Tests marked ``detectron2`` skip, saying so, where Detectron2 is not installed. With
+    ``pytest -n N --dist loadgroup`` (``make test``) every test of the loopback SLURM cluster runs in
+    one worker: one cluster per session, as without workers."""
     import importlib.util
 
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            if "slurm" in item.keywords or "slurm_cluster" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group("slurm"))
     if importlib.util.find_spec("detectron2") is not None:
         return
     skip = pytest.mark.skip(reason="detectron2 is not installed (tests of the training path)")

@@ -258,7 +258,6 @@ def test_bad_executor_options_are_refused_before_submission(slurm_cluster, tmp_p
 
 
 def test_submit_slurm_tool_defaults_to_slurm_and_refuses_before_queueing(slurm_cluster, tmp_path):
-    import subprocess
     import sys
     from pathlib import Path
 
