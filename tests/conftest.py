@@ -9,16 +9,15 @@ from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture: the loo
 torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)   # before ``-m`` selects: ``make test`` runs ``-m "not slurm"``, then ``-m slurm``
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``detectron2`` skip, saying so, where Detectron2 is not installed. With
-    ``pytest -n N --dist loadgroup`` (``make test``) every test of the loopback SLURM cluster runs in
-    one worker: one cluster per session, as without workers."""
+    """Every test of the loopback SLURM cluster is marked ``slurm`` (also where it only uses the
+    fixture). Tests marked ``detectron2`` skip, saying so, where Detectron2 is not installed."""
     import importlib.util
 
-    if config.pluginmanager.hasplugin("xdist"):
-        for item in items:
-            if "slurm" in item.keywords or "slurm_cluster" in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group("slurm"))
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()) and "slurm" not in item.keywords:
+            item.add_marker(pytest.mark.slurm)
     if importlib.util.find_spec("detectron2") is not None:
         return
     skip = pytest.mark.skip(reason="detectron2 is not installed (tests of the training path)")
