@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/pretrain_learning.py run NAME [--lr 0.1] [--steps 300] [--seed 0] \
         [--aug infomin|mocov2|crop] [--negatives queue|batch] [--momentum 0.99] [--probe-every 100]
+    .venv/bin/python benchmarks/pretrain_learning.py supervised NAME [--epochs 30] [--seed 0]
     .venv/bin/python benchmarks/pretrain_learning.py table [NAME ...]
     .venv/bin/python benchmarks/pretrain_learning.py plot OUT.png NAME [NAME ...]
 
@@ -113,6 +114,45 @@ def run(a: argparse.Namespace) -> None:
             epoch += 1
 
 
+def supervised(a: argparse.Namespace) -> None:
+    """The labels' reference for the probe: an R-18 trained *with labels* on the probe's own train
+    split (``pretrain.supervised``, the demo's supervised backbone), then the same probe on its frozen
+    features, beside random init of the same seed. Writes ``runs/learning/NAME.json``."""
+    import tempfile
+
+    import torch
+
+    from infomin_det.data.labelled_set import build_labelled_set
+    from pretrain.model import arch_of, build_backbone
+    from pretrain.probe import linear_probe
+    from pretrain.run_probe import features, probe_set
+    from pretrain.supervised import SupervisedSpec, train_supervised
+
+    torch.set_num_threads(1)
+    root = build_labelled_set(150, 50, 64, seed=0)
+    labelled, cpu = probe_set(root), torch.device("cpu")
+
+    def probe(net: torch.nn.Module) -> float:
+        tx, ty = features(net, labelled.train, 64, cpu)
+        vx, vy = features(net, labelled.val, 64, cpu)
+        return linear_probe(tx, ty, vx, vy, len(labelled.classes)).accuracy
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train_supervised(SupervisedSpec(train=str(root / "train"), val=str(root / "val"), output_dir=tmp,
+                                              epochs=a.epochs, seed=a.seed, device="cpu", progress=False))
+        state = torch.load(res["checkpoint"], weights_only=True)
+    net = build_backbone(arch_of("R-18"))
+    net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+    torch.manual_seed(a.seed)
+    random_init = build_backbone(arch_of("R-18"))   # the seed's random init (before the probes draw)
+    rec = {"epochs": a.epochs, "seed": a.seed, "own_head_top1": res["top1"] / 100, "probe": probe(net),
+           "probe_random_init": probe(random_init), "minutes": round((time.perf_counter() - t0) / 60, 1)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{a.name}.json").write_text(json.dumps(rec) + "\n")
+    print(a.name, json.dumps(rec), flush=True)
+
+
 def _load(name: str) -> list[dict]:
     return [json.loads(line) for line in (OUT / f"{name}.jsonl").read_text().splitlines()]
 
@@ -177,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--temperature", type=float, default=0.15)
     r.add_argument("--queue", type=int, default=2048)
     r.add_argument("--probe-every", type=int, default=100)
+    u = sub.add_parser("supervised", help="the labels' reference: supervised R-18 on the probe's train split, probed")
+    u.add_argument("name")
+    u.add_argument("--epochs", type=int, default=30)
+    u.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("table")
     t.add_argument("names", nargs="*")
     f = sub.add_parser("plot")
@@ -185,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.cmd == "run":
         run(a)
+    elif a.cmd == "supervised":
+        supervised(a)
     elif a.cmd == "table":
         table(a.names)
     else:
