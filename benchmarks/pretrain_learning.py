@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -50,8 +51,7 @@ def run(a: argparse.Namespace) -> None:
     from pretrain.augment import InfoMinAugment
     from pretrain.data import EpochSampler, SkipUnreadable, scan_folder
     from pretrain.model import MoCo, arch_of
-    from pretrain.probe import linear_probe
-    from pretrain.run_probe import features, probe_set
+    from pretrain.run_probe import probe_encoder, probe_set
 
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
@@ -73,9 +73,7 @@ def run(a: argparse.Namespace) -> None:
     held_batches = [torch.stack([held[i]["views"] for i in range(j, j + 32)]) for j in range(0, 256, 32)]
 
     def probe() -> dict[str, float]:
-        tx, ty = features(model.encoder_q, labelled.train, 64, cpu)
-        vx, vy = features(model.encoder_q, labelled.val, 64, cpu)
-        return {"probe": linear_probe(tx, ty, vx, vy, len(labelled.classes)).accuracy,
+        return {"probe": probe_encoder(model.encoder_q, labelled, 64, cpu).accuracy,
                 "retrieval": model.key_retrieval(held_batches)}
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -122,10 +120,10 @@ def supervised(a: argparse.Namespace) -> None:
 
     import torch
 
+    from infomin_det.atomic import atomic_write
     from infomin_det.data.labelled_set import build_labelled_set
     from pretrain.model import arch_of, build_backbone
-    from pretrain.probe import linear_probe
-    from pretrain.run_probe import features, probe_set
+    from pretrain.run_probe import probe_encoder, probe_set
     from pretrain.supervised import SupervisedSpec, train_supervised
 
     torch.set_num_threads(1)
@@ -133,9 +131,7 @@ def supervised(a: argparse.Namespace) -> None:
     labelled, cpu = probe_set(root), torch.device("cpu")
 
     def probe(net: torch.nn.Module) -> float:
-        tx, ty = features(net, labelled.train, 64, cpu)
-        vx, vy = features(net, labelled.val, 64, cpu)
-        return linear_probe(tx, ty, vx, vy, len(labelled.classes)).accuracy
+        return probe_encoder(net, labelled, 64, cpu).accuracy
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,7 +145,8 @@ def supervised(a: argparse.Namespace) -> None:
     rec = {"epochs": a.epochs, "seed": a.seed, "own_head_top1": res["top1"] / 100, "probe": probe(net),
            "probe_random_init": probe(random_init), "minutes": round((time.perf_counter() - t0) / 60, 1)}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{a.name}.json").write_text(json.dumps(rec) + "\n")
+    with atomic_write(OUT / f"{a.name}.json") as tmp:
+        tmp.write_text(json.dumps(rec) + "\n")
     print(a.name, json.dumps(rec), flush=True)
 
 
@@ -227,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("out")
     f.add_argument("names", nargs="+")
     a = p.parse_args(argv)
+    for name in [getattr(a, "name", "")] + list(getattr(a, "names", []) or []):
+        if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):   # a file name under runs/learning/
+            p.error(f"run name {name!r}: letters, digits, '.', '_', '-' only (it names runs/learning/<name>.json[l])")
+    if a.cmd in ("run", "supervised") and (getattr(a, "steps", 1) < 1 or getattr(a, "epochs", 1) < 1):
+        p.error("--steps / --epochs must be >= 1")
     if a.cmd == "run":
         run(a)
     elif a.cmd == "supervised":

@@ -32,10 +32,13 @@ def standardise(train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tenso
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Accuracies (fractions in [0, 1]) of the probe on the held-out and the training features."""
+    """Accuracies (fractions in [0, 1]) of the probe on the held-out and the training features, and
+    how many of each it saw."""
 
     accuracy: float
     train_accuracy: float
+    n_train: int
+    n_val: int
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
@@ -60,4 +63,4 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
     with torch.no_grad():
         train_acc = float((head(xt).argmax(1) == train_y).float().mean())
         acc = float((head(xv).argmax(1) == val_y).float().mean())
-    return ProbeResult(acc, train_acc)
+    return ProbeResult(acc, train_acc, len(train_y), len(val_y))

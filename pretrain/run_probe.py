@@ -44,7 +44,7 @@ from torch import nn
 from infomin_det.errors import UserError
 from pretrain.augment import normalize
 from pretrain.data import ImageList, SkipUnreadable, check_decodable, scan_folder
-from pretrain.probe import linear_probe
+from pretrain.probe import ProbeResult, linear_probe
 from pretrain.steplog import append_step, read_steps
 
 PROBE_FILE = "probe.jsonl"
@@ -121,6 +121,14 @@ def features(encoder: nn.Module, images: ImageList, image_size: int, device: tor
     return torch.cat(feats), torch.cat(labels).long()
 
 
+def probe_encoder(encoder: nn.Module, data: ProbeSet, image_size: int, device: torch.device,
+                  amp: torch.dtype | None = None, workers: int = 0) -> ProbeResult:
+    """The linear probe of ``encoder``'s frozen features on ``data`` (train split fitted, val scored)."""
+    tx, ty = features(encoder, data.train, image_size, device, amp, workers)
+    vx, vy = features(encoder, data.val, image_size, device, amp, workers)
+    return linear_probe(tx, ty, vx, vy, len(data.classes))
+
+
 class RunProbe:
     """Rank 0's probe of one run: the labelled set, the record file and the schedule."""
 
@@ -137,11 +145,9 @@ class RunProbe:
         if step in self.records:
             return None
         t0 = time.perf_counter()
-        tx, ty = features(encoder, self.data.train, self.image_size, self.device, self.amp, self.workers)
-        vx, vy = features(encoder, self.data.val, self.image_size, self.device, self.amp, self.workers)
-        r = linear_probe(tx, ty, vx, vy, len(self.data.classes))
+        r = probe_encoder(encoder, self.data, self.image_size, self.device, self.amp, self.workers)
         rec = {"step": step, "val_top1": round(r.accuracy, 6), "train_top1": round(r.train_accuracy, 6),
-               "n_train": len(ty), "n_val": len(vy), "seconds": round(time.perf_counter() - t0, 3)}
+               "n_train": r.n_train, "n_val": r.n_val, "seconds": round(time.perf_counter() - t0, 3)}
         append_step(self.path, rec)
         self.records[step] = rec
         if writer is not None:
