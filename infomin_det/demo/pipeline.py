@@ -88,6 +88,7 @@ def _run(tasks: list, root: Path, options, cluster: str, console: Console, what:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from infomin_det.launch import submit_tasks
+    from infomin_det.launch.interrupts import deferred_interrupts
     from infomin_det.progress import read_progress
 
     per_wave = max(1, (os.cpu_count() or 1) // options.cpus_per_task) if cluster == "local" else len(tasks)
@@ -97,10 +98,7 @@ def _run(tasks: list, root: Path, options, cluster: str, console: Console, what:
         finished = 0
         for i in range(0, len(tasks), per_wave):
             wave = tasks[i:i + per_wave]
-            submitted = submit_tasks(wave, root, options, cluster=cluster, command=["infomin-det", "demo"])
-            jobs = [s for s in submitted if s.job is not None]
-            finished += len(wave) - len(jobs)  # finished by an earlier call: skipped
-            lines = {s.key: bar.add_task(f"  {s.key}", total=None, detail="starting") for s in jobs}
+            jobs = []
 
             def show(done: int) -> None:   # each run's own progress.json: step / total, ETA
                 for s in jobs:
@@ -113,6 +111,11 @@ def _run(tasks: list, root: Path, options, cluster: str, console: Console, what:
                 bar.update(progress, completed=finished + done, detail=f"{finished + done}/{len(tasks)} runs")
 
             try:
+                with deferred_interrupts():  # a signal here acts once the wave's handles are held
+                    submitted = submit_tasks(wave, root, options, cluster=cluster, command=["infomin-det", "demo"])
+                    jobs = [s for s in submitted if s.job is not None]
+                finished += len(wave) - len(jobs)  # finished by an earlier call: skipped
+                lines = {s.key: bar.add_task(f"  {s.key}", total=None, detail="starting") for s in jobs}
                 while (done := sum(s.job.done() for s in jobs)) < len(jobs):
                     show(done)
                     time.sleep(2)

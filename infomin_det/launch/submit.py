@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from infomin_det.errors import UserError
 from infomin_det.launch.gpus import check_device_request, plan_local_gpus, visible_gpus
+from infomin_det.launch.interrupts import deferred_interrupts
 from infomin_det.launch.options import ExecutorOptions, check_against_slurm, resolve_cluster
 from infomin_det.launch.registry import LAUNCH_DIR, Registry, RunRecord, spec_fields
 from infomin_det.launch.status import ACTIVE, run_status, scheduler_states
@@ -209,28 +210,30 @@ def submit_tasks(tasks: Sequence[DistributedTask], experiment_dir: str | Path,
         reg.runs[key] = rec
     reg.save()
 
-    jobs = []
-    try:
-        with submission_env():
-            if cluster == "local":      # no arrays; one executor per job for its own GPUs
-                for (_, task, _), gpus in zip(todo, plan):
-                    jobs.append(make_executor(cluster, folder, options, job_name, gpus).submit(task))
-            else:
-                executor = make_executor(cluster, folder, options, job_name)
-                with executor.batch():
-                    for _, task, _ in todo:
-                        jobs.append(executor.submit(task))
-    except (OSError, subprocess.SubprocessError, RuntimeError) as e:   # sbatch refused / unreachable
-        started = jobs if cluster == "local" else []      # local jobs started before the failure
-        for (key, _, _), job in zip(todo, started):
+    # a Ctrl-C / SIGTERM between two submits acts once every started job's id is on disk
+    with deferred_interrupts():
+        jobs = []
+        try:
+            with submission_env():
+                if cluster == "local":      # no arrays; one executor per job for its own GPUs
+                    for (_, task, _), gpus in zip(todo, plan):
+                        jobs.append(make_executor(cluster, folder, options, job_name, gpus).submit(task))
+                else:
+                    executor = make_executor(cluster, folder, options, job_name)
+                    with executor.batch():
+                        for _, task, _ in todo:
+                            jobs.append(executor.submit(task))
+        except (OSError, subprocess.SubprocessError, RuntimeError) as e:   # sbatch refused / unreachable
+            started = jobs if cluster == "local" else []      # local jobs started before the failure
+            for (key, _, _), job in zip(todo, started):
+                reg.runs[key].jobs[-1]["job_id"] = str(job.job_id)
+            reg.save()
+            reason = (str(e).strip().splitlines() or [repr(e)])[-1]
+            raise UserError(f"submission of {len(todo) - len(started)} of {len(todo)} runs failed: {reason}",
+                            f"they stay 'unsubmitted' in {reg.path}; fix the cause and run the same command again") from e
+        for (key, _, _), job in zip(todo, jobs):
             reg.runs[key].jobs[-1]["job_id"] = str(job.job_id)
         reg.save()
-        reason = (str(e).strip().splitlines() or [repr(e)])[-1]
-        raise UserError(f"submission of {len(todo) - len(started)} of {len(todo)} runs failed: {reason}",
-                        f"they stay 'unsubmitted' in {reg.path}; fix the cause and run the same command again") from e
-    for (key, _, _), job in zip(todo, jobs):
-        reg.runs[key].jobs[-1]["job_id"] = str(job.job_id)
-    reg.save()
 
     for (key, task, _), job in zip(todo, jobs):
         item = Submitted(key, "submitted", str(job.job_id), str(task.output_dir), job=job)
