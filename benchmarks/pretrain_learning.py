@@ -16,7 +16,10 @@ accuracy; at step 0 and every ``--probe-every`` steps: the toolkit's linear prob
 train / 400 val, 64 px). Records go to ``runs/learning/NAME.jsonl``.
 
 Diagnostic variants that are not toolkit options (they answer "which part holds learning back?"):
-``--negatives batch`` replaces the queue by the other keys of the batch (no stale negatives);
+``--bn-splits N`` BN statistics per shuffled sub-batch in both encoders (shuffle-BN in one process);
+``--head bn`` a projection head with BN after each linear (SimCLR / MoCo v3); ``--negatives batch`` is
+the toolkit's own option (the other keys of the batch instead of the queue). Every record carries
+``acc_batch`` (the toolkit's: the own key against the batch's other keys, chance 1/32);
 ``--aug mocov2`` is MoCo v2's weaker recipe (jitter 0.4/0.4/0.4/0.1, no RandAugment); ``--aug crop``
 crop + flip only.
 """
@@ -44,7 +47,6 @@ def _augment(name: str, size: int):
 
 def run(a: argparse.Namespace) -> None:
     import torch
-    import torch.nn.functional as F
 
     from infomin_det.data.labelled_set import build_labelled_set
     from infomin_det.data.pretrain_set import build_pretrain_set
@@ -58,13 +60,29 @@ def run(a: argparse.Namespace) -> None:
     images = scan_folder(build_pretrain_set(3000, 96, seed=0) / "images")
     labelled = probe_set(build_labelled_set(150, 50, 64, seed=0))
     ds = SkipUnreadable(images, InfoMinAugment(_augment(a.aug, 64)), a.seed)
-    model = MoCo(arch_of("R-18"), queue_size=a.queue, momentum=a.momentum, temperature=a.temperature)
-    if a.negatives == "batch":
-        def in_batch(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = (q @ k.T).float() / model.t
-            target = torch.arange(q.shape[0])
-            return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean()
-        model._nce = in_batch
+    model = MoCo(arch_of("R-18"), queue_size=a.queue, momentum=a.momentum, temperature=a.temperature,
+                 negatives=a.negatives)
+    if a.bn_splits > 1:   # BN statistics per sub-batch, keys shuffled across them (MoCo's shuffle-BN in one process)
+        from torch import nn
+
+        class Split(nn.Module):
+            def __init__(self, net: nn.Module, shuffle: bool) -> None:
+                super().__init__()
+                self.net, self.shuffle = net, shuffle
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                perm = torch.randperm(len(x)) if self.shuffle else torch.arange(len(x))
+                return torch.cat([self.net(c) for c in x[perm].chunk(a.bn_splits)])[torch.argsort(perm)]
+        model.encoder_q, model.encoder_k = Split(model.encoder_q, False), Split(model.encoder_k, True)
+    if a.head == "bn":   # SimCLR / MoCo v3-style projection: BN after each linear, the last affine-free
+        import copy
+        from torch import nn
+        c = 512
+        model.head_q = nn.Sequential(nn.Linear(c, c, bias=False), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
+                                     nn.Linear(c, 128, bias=False), nn.BatchNorm1d(128, affine=False))
+        model.head_k = copy.deepcopy(model.head_q)
+        for p_ in model.head_k.parameters():
+            p_.requires_grad = False
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=a.lr, momentum=0.9, weight_decay=1e-4)
     cpu = torch.device("cpu")
 
@@ -88,7 +106,7 @@ def run(a: argparse.Namespace) -> None:
         record(step=0, **probe(), seconds=0.0, config=vars(a))
         model.train()
         sampler = EpochSampler(len(images.files), 32, 0, 1, a.seed)
-        step, sums, epoch = 0, [0.0, 0.0], 0
+        step, sums, epoch = 0, [0.0, 0.0, 0.0], 0
         while step < a.steps:
             sampler.epoch = ds.epoch = epoch
             for batch in torch.utils.data.DataLoader(ds, batch_size=32, sampler=sampler, num_workers=0, drop_last=True):
@@ -101,9 +119,10 @@ def run(a: argparse.Namespace) -> None:
                 step += 1
                 sums[0] += float(out["loss"].detach())
                 sums[1] += float(out["acc"])
+                sums[2] += float(out["acc_batch"])
                 if step % 20 == 0 or step == a.steps:
-                    rec = {"step": step, "loss": sums[0] / 20, "acc": sums[1] / 20}
-                    sums = [0.0, 0.0]
+                    rec = {"step": step, "loss": sums[0] / 20, "acc": sums[1] / 20, "acc_batch": sums[2] / 20}
+                    sums = [0.0, 0.0, 0.0]
                     if step % a.probe_every < 20 or step == a.steps:
                         rec.update(probe())
                     record(**rec, seconds=round(time.perf_counter() - t0, 1))
@@ -214,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--temperature", type=float, default=0.15)
     r.add_argument("--queue", type=int, default=2048)
     r.add_argument("--probe-every", type=int, default=100)
+    r.add_argument("--bn-splits", type=int, default=1)
+    r.add_argument("--head", choices=("mlp", "bn"), default="mlp")
     u = sub.add_parser("supervised", help="the labels' reference: supervised R-18 on the probe's train split, probed")
     u.add_argument("name")
     u.add_argument("--epochs", type=int, default=30)
@@ -229,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"run name {name!r}: letters, digits, '.', '_', '-' only (it names runs/learning/<name>.json[l])")
     if a.cmd in ("run", "supervised") and (getattr(a, "steps", 1) < 1 or getattr(a, "epochs", 1) < 1):
         p.error("--steps / --epochs must be >= 1")
+    if a.cmd == "run" and not 1 <= a.bn_splits <= 32:
+        p.error("--bn-splits must be 1 .. 32 (sub-batches of the batch of 32)")
     if a.cmd == "run":
         run(a)
     elif a.cmd == "supervised":

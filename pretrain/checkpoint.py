@@ -91,7 +91,7 @@ def load(path: str | Path) -> dict[str, Any]:
     arch = ckpt.get("arch")
     names = {f.name for f in fields(ResNetArch)}
     if not isinstance(arch, dict) or not names <= set(arch) or not isinstance(ckpt.get("backbone"), dict) \
-            or not isinstance(ckpt.get("state"), dict):
+            or not isinstance(ckpt.get("state"), dict) or not isinstance(ckpt["state"].get("config") or {}, dict):
         raise UserError(f"{path} is damaged: its arch / backbone / state records are missing or malformed",
                         "use another checkpoint of the run (or retrain)")
     return ckpt
@@ -101,21 +101,47 @@ def arch_of_checkpoint(ckpt: dict[str, Any]) -> ResNetArch:
     return ResNetArch(**{f.name: ckpt["arch"][f.name] for f in fields(ResNetArch)})
 
 
+# The settings that define the run a checkpoint belongs to (PretrainSpec field -> CLI flag): resuming
+# with another value would splice two runs into one checkpoint (another objective, schedule, sample
+# order or view distribution) that no record could describe. Free to change on resume: where data and
+# output live, workers, device, logging, probes, checkpoint cadence and --max-steps (a stop, not the
+# schedule, which follows --epochs).
+SAME_RUN = {"batch_size": "--batch-size", "epochs": "--epochs", "base_lr": "--lr", "weight_decay": "--weight-decay",
+            "warmup_epochs": "--warmup-epochs", "queue_size": "--queue-size", "negatives": "--negatives",
+            "moco_momentum": "--moco-momentum", "temperature": "--temperature", "image_size": "--image-size",
+            "augment": "--augment", "crop_min": "--crop-min", "jitter_strength": "--jitter-strength",
+            "jigsaw": "--jigsaw", "seed": "--seed"}
+
+
 def check_resumable(ckpt: dict[str, Any], arch: ResNetArch, path: str | Path, world: int,
-                    batch_size: int) -> None:
-    """Refuse to resume a run of another architecture, world size or per-process batch into this one
-    (each changes the global batch, lr, sample order or model: the result would be no single run)."""
+                    config: dict[str, Any]) -> None:
+    """Refuse to resume a run of another architecture, world size or :data:`SAME_RUN` setting into
+    this one (``config``: this run's ``asdict(PretrainSpec)``); a setting the checkpoint does not
+    record (an older checkpoint) is not compared."""
     theirs = {k: v for k, v in ckpt["arch"].items() if k != "name"}
     if theirs != asdict(arch):
         raise UserError(f"checkpoint {path} is for {ckpt['arch'].get('name', theirs)}, this run is {arch.name}",
                         "use a fresh --output-dir for a different architecture, or the same --arch")
     st = ckpt["state"]
-    their_world, their_batch = st.get("world_size"), (st.get("config") or {}).get("batch_size")
+    their_world, their_config = st.get("world_size"), st.get("config") or {}
     if their_world != world:
         raise UserError(f"checkpoint {path} was written by a run of {their_world} processes, this run has {world}: "
                         "the global batch, learning rate and sample order would change mid-run",
                         f"resume with {their_world} processes (--processes, or --nodes x --gpus-per-node), "
                         "or start a fresh --output-dir")
-    if their_batch != batch_size:
-        raise UserError(f"checkpoint {path} was written with --batch-size {their_batch}, this run has {batch_size}",
-                        f"resume with --batch-size {their_batch}, or start a fresh --output-dir")
+    recorded = [k for k in SAME_RUN if k in their_config]
+    if any(_kind(their_config[k]) != _kind(config[k]) for k in recorded):
+        raise UserError(f"{path} is damaged: its recorded settings are of the wrong types",
+                        "use another checkpoint of the run, or start a fresh --output-dir")
+    changed = [k for k in recorded if their_config[k] != config[k]]
+    if changed:
+        def said(values: dict[str, Any]) -> str:
+            return ", ".join((SAME_RUN[k] if values[k] else f"no {SAME_RUN[k]}") if isinstance(values[k], bool)
+                             else f"{SAME_RUN[k]} {values[k]}" for k in changed)
+        raise UserError(f"checkpoint {path} was written with {said(their_config)}, this run has {said(config)}",
+                        f"resume with {said(their_config)}, or start a fresh --output-dir")
+
+
+def _kind(value: Any) -> str:
+    """A setting's type as resuming compares it (an int and a float are both numbers)."""
+    return "bool" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else type(value).__name__

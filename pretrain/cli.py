@@ -24,7 +24,7 @@ import sys
 from infomin_det import wandb_log
 from pretrain.augment import RECIPES
 from pretrain.augment_batched import AUGMENT_ON
-from pretrain.model import ARCHS
+from pretrain.model import ARCHS, NEGATIVES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", choices=["none", "bf16", "fp16"], default=d["amp"], help="torch autocast dtype")
     g = parser.add_argument_group("MoCo / InfoMin")
     g.add_argument("--queue-size", type=int, default=d["queue_size"])
+    g.add_argument("--negatives", choices=list(NEGATIVES), default=d["negatives"],
+                   help="queue: MoCo's queue of earlier keys (the paper's, default); batch: the other keys of the "
+                        "batch, all from the current key encoder (docs/pretrain.md, 'Does the demo's pretraining learn?')")
     g.add_argument("--moco-momentum", type=float, default=d["moco_momentum"])
     g.add_argument("--temperature", type=float, default=d["temperature"])
     g.add_argument("--jigsaw", action="store_true", help="add the JigSaw branch (loss 0.5 main + 0.5 jigsaw)")
@@ -188,7 +191,7 @@ def main(args: argparse.Namespace) -> int:
     spec = PretrainSpec(
         data=args.data, output_dir=args.output_dir, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
         base_lr=args.base_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-        queue_size=args.queue_size, moco_momentum=args.moco_momentum, temperature=args.temperature,
+        queue_size=args.queue_size, negatives=args.negatives, moco_momentum=args.moco_momentum, temperature=args.temperature,
         image_size=args.image_size, augment=args.augment, crop_min=args.crop_min, jitter_strength=args.jitter_strength,
         jigsaw=args.jigsaw, augment_on=args.augment_on, amp=args.amp, workers=args.workers, seed=args.seed,
         checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, device=args.device,

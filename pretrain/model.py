@@ -4,7 +4,8 @@ Shapes: images are uint8 (B, 3, H, W), normalised here (on the model's device); 
 after global pooling (C = 512 for R-18, 2048 for R-50+); embeddings (B, 128), L2-normalised. JigSaw
 patches (B, 9, 3, P, P) are embedded by the query encoder, projected per patch, concatenated in the
 (shuffled) order they arrive in, mapped by one linear layer and L2-normalised.
-Loss: InfoNCE against the momentum key and the queue at temperature T; with JigSaw
+Loss: InfoNCE against the momentum key and the queue at temperature T (``negatives="batch"``: against
+the other keys of the global batch instead, every one made by the current key encoder); with JigSaw
 ``0.5 * main + 0.5 * jigsaw`` (same key and queue). Key encoder uses shuffle-BN across ranks.
 """
 
@@ -75,6 +76,18 @@ class JigsawHead(nn.Module):
         return F.normalize(self.fc(z), dim=1)
 
 
+#: where the negatives of the InfoNCE come from: ``queue`` -- MoCo's queue of keys made by earlier
+#: key-encoder states (the paper's); ``batch`` -- the other keys of the global batch, all made by the
+#: current key encoder (no stale keys, so no "fresh key" shortcut; B - 1 negatives per query).
+NEGATIVES = ("queue", "batch")
+
+
+def check_negatives(name: object) -> None:
+    if name not in NEGATIVES:
+        raise UserError(f"--negatives {name!r} is not one of {', '.join(NEGATIVES)}",
+                        "use queue (MoCo's, the paper's) or batch (the other keys of the batch)")
+
+
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
@@ -96,14 +109,18 @@ def _pointer_from_buffer(module: "MoCo", _incompatible: Any) -> None:
 class MoCo(nn.Module):
     """Query encoder + heads (trained), momentum key encoder + head, queue (dim, K) of keys.
 
-    ``forward(views, jigsaw=None)`` -> dict(loss, loss_main, loss_jig?, acc) ; ``views`` uint8
-    (B, 2, 3, S, S): view 0 is the query, view 1 the key.
+    ``forward(views, jigsaw=None)`` -> dict(loss, loss_main, loss_jig?, acc, acc_batch) ; ``views``
+    uint8 (B, 2, 3, S, S): view 0 is the query, view 1 the key. ``acc``: the query's own key scores
+    above every queue key (chance 1 / (K + 1)); ``acc_batch``: above every other key of this batch
+    (chance 1 / B) -- all made by the same key encoder, so a network cannot meet it by telling
+    fresh keys from stale ones (``docs/pretrain.md``, "Does the demo's pretraining learn?").
     """
 
     def __init__(self, arch: ResNetArch, dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
-                 temperature: float = 0.15, jigsaw: bool = False) -> None:
+                 temperature: float = 0.15, jigsaw: bool = False, negatives: str = "queue") -> None:
         super().__init__()
-        self.arch, self.m, self.t, self.use_jigsaw = arch, momentum, temperature, jigsaw
+        check_negatives(negatives)
+        self.arch, self.m, self.t, self.use_jigsaw, self.negatives = arch, momentum, temperature, jigsaw, negatives
         c = feature_dim(arch)
         self.encoder_q = build_backbone(arch)
         self.head_q = mlp_head(c, dim)
@@ -162,6 +179,12 @@ class MoCo(nn.Module):
         return concat_all_gather(k)[unperm.view(world, -1)[rank]]
 
     def _nce(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.negatives == "batch":   # own key at column rank * B + i of the gathered keys
+            keys = concat_all_gather(k)
+            rank = dist.get_rank() if _world() > 1 else 0
+            logits = (q @ keys.T).float() / self.t
+            target = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
+            return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean()
         pos = (q * k).sum(1, keepdim=True)
         neg = q @ self.queue.clone().detach()
         logits = torch.cat([pos, neg], 1).float() / self.t
@@ -191,7 +214,9 @@ class MoCo(nn.Module):
             self.momentum_update()
             k = self._keys(xk).to(q.dtype)
         loss_main, acc = self._nce(q, k)
-        out: dict[str, Any] = {"loss_main": loss_main, "acc": acc}
+        with torch.no_grad():   # every key of the batch made by the same key encoder: no stale-key shortcut
+            acc_batch = ((q @ k.T).argmax(1) == torch.arange(len(q), device=q.device)).float().mean()
+        out: dict[str, Any] = {"loss_main": loss_main, "acc": acc, "acc_batch": acc_batch}
         if self.use_jigsaw:
             if jigsaw is None:
                 raise ValueError("model built with jigsaw=True needs the jigsaw patches")

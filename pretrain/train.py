@@ -39,7 +39,7 @@ from pretrain import limits, steplog
 from pretrain.augment import AugmentConfig, InfoMinAugment, recipe
 from pretrain.augment_batched import AUGMENT_ON, BatchedAugment
 from pretrain.data import EpochSampler, ImageList, SkipUnreadable, check_decodable, scan_folder, worker_init
-from pretrain.model import MoCo, arch_of
+from pretrain.model import MoCo, arch_of, check_negatives
 from pretrain.outdir import check_writable, created
 
 AMP_DTYPES = devices.AMP_DTYPES
@@ -60,6 +60,7 @@ class PretrainSpec:
     weight_decay: float = 1e-4
     warmup_epochs: float = -1.0          # -1: 0 for global batch <= 256, else 5
     queue_size: int = 65536
+    negatives: str = "queue"             # queue (MoCo's, the paper's) | batch: the other keys of the batch (pretrain.model.NEGATIVES)
     moco_momentum: float = 0.999
     temperature: float = 0.15
     image_size: int = 224
@@ -115,6 +116,7 @@ class PretrainSpec:
             limits.number("warmup_epochs", self.warmup_epochs, 0, self.epochs,
                           hint="-1 picks 0 or 5 by the global batch; warm-up cannot outlast the run")
         arch_of(self.arch)
+        check_negatives(self.negatives)
         self.augment_config()
         if self.augment_on not in AUGMENT_ON:
             raise UserError(f"--augment-on {self.augment_on!r} is not one of {', '.join(AUGMENT_ON)}",
@@ -177,7 +179,7 @@ def build(spec: PretrainSpec) -> MoCo:
     """The model a spec describes (random init, seeded)."""
     torch.manual_seed(spec.seed)
     return MoCo(arch_of(spec.arch), queue_size=spec.queue_size, momentum=spec.moco_momentum,
-                temperature=spec.temperature, jigsaw=spec.jigsaw)
+                temperature=spec.temperature, jigsaw=spec.jigsaw, negatives=spec.negatives)
 
 
 def preflight(spec: PretrainSpec, world: int, check_checkpoint: bool = True) -> ImageList:
@@ -199,7 +201,7 @@ def preflight(spec: PretrainSpec, world: int, check_checkpoint: bool = True) -> 
         probe_set(spec.probe)
     latest = ckpt_io.latest(spec.output_dir) if check_checkpoint else None
     if latest is not None:
-        ckpt_io.check_resumable(ckpt_io.load(latest), arch_of(spec.arch), latest, world, spec.batch_size)
+        ckpt_io.check_resumable(ckpt_io.load(latest), arch_of(spec.arch), latest, world, dataclasses.asdict(spec))
     return images
 
 
@@ -278,7 +280,7 @@ class _Monitor:
                 self.writer.log({**{f"pretrain/{k}": v for k, v in means.items()}, "pretrain/lr": lr,
                                  "pretrain/samples_per_s": samples_per_s}, step)
             if self.bar is not None:
-                self.bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.4f}")
+                self.bar.set_postfix(loss=f"{means['loss']:.3f}", acc_batch=f"{means['acc_batch']:.3f}", lr=f"{lr:.4f}")
         self.sums, self.n_summed = {}, 0
 
     def close(self) -> None:
@@ -330,7 +332,7 @@ class _Run:
         if latest is None:
             return
         ck = ckpt_io.load(latest)
-        ckpt_io.check_resumable(ck, self.arch, latest, self.world, self.spec.batch_size)
+        ckpt_io.check_resumable(ck, self.arch, latest, self.world, dataclasses.asdict(self.spec))
         st = ck["state"]
         try:
             self.model.load_state_dict(st["model"])

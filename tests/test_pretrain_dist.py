@@ -59,6 +59,18 @@ def test_cluster_local_goes_through_the_launcher(tmp_path, capsys):
     assert torch.load(r["checkpoint"], weights_only=True)["format"] == "infomin-det/pretrain"
 
 
+def _two_ranks(fn, tmp_path) -> None:
+    """Run ``fn(rank, port, out_dir)`` in 2 spawned processes on a free loopback port."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(fn, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
+
+
 def _shuffle_bn_rank(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -81,14 +93,32 @@ def _shuffle_bn_rank(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_shuffle_bn_returns_each_rank_its_own_keys(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_shuffle_bn_rank, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
+    _two_ranks(_shuffle_bn_rank, tmp_path)
     for rank in range(2):
         r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert torch.allclose(r["got"], r["want"], atol=1e-5), rank
+
+
+def _batch_negatives_rank(rank: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from pretrain.model import MoCo, arch_of
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)                       # same weights on both ranks
+        m = MoCo(arch_of("R-18"), queue_size=8, momentum=0.0, negatives="batch")
+        m.eval()                                   # BN from running stats: each key equals its query
+        imgs = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(rank))
+        out = m(torch.stack([imgs, imgs], 1))
+        torch.save({k: v.detach() for k, v in out.items()}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_negatives_find_each_ranks_own_keys_among_the_gathered_ones(tmp_path):
+    _two_ranks(_batch_negatives_rank, tmp_path)
+    for rank in range(2):   # the own key of rank r's query i sits at column r * 4 + i of the 8 gathered keys
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert float(r["acc"]) == 1.0 and float(r["acc_batch"]) == 1.0, (rank, r)

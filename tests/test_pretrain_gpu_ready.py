@@ -2,7 +2,7 @@
 pure decisions that lead to them; distributed behaviour through real gloo processes on the CPU.
 
 * local processes: one per visible GPU at most, each rank's GPU made current (``local_rank % n``);
-* resume: every rank's own RNG state saved and restored, another world size / batch refused;
+* resume: every rank's own RNG state saved and restored, another world size or run-defining setting refused;
 * the training step never reads the device (no per-step host syncs), the queue pointer is a
   Python int kept equal to the checkpointed buffer, ``normalize`` copies mean/std once per device;
 * ``--cluster``: the launcher's executor options, ``cpus_per_task = workers + 1`` unless given.
@@ -89,9 +89,46 @@ def test_resume_with_another_world_size_or_batch_is_refused(images, tmp_path):
     with pytest.raises(UserError, match="2 processes, this run has 1"):
         pretrain_worker(tiny_spec(images, tmp_path / "run", max_steps=2))
     _rewrite(r["checkpoint"], world_size=1, rng=ck["state"]["rng"])
-    with pytest.raises(UserError, match="--batch-size 8, this run has 4"):
+    with pytest.raises(UserError, match="--batch-size 8, this run has --batch-size 4"):
         pretrain_worker(tiny_spec(images, tmp_path / "run", max_steps=2, batch_size=4))
     assert pretrain_worker(tiny_spec(images, tmp_path / "run", max_steps=2))["step"] == 2
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"base_lr": 0.3}, "--lr 0.03, this run has --lr 0.3"),
+    ({"negatives": "batch"}, "--negatives queue, this run has --negatives batch"),
+    ({"temperature": 0.2, "seed": 3}, "--temperature 0.15, --seed 0, this run has --temperature 0.2, --seed 3"),
+    ({"epochs": 3}, "--epochs 2, this run has --epochs 3"),
+    ({"augment": "mocov2"}, "--augment infomin, this run has --augment mocov2"),
+    ({"jigsaw": True}, "no --jigsaw, this run has --jigsaw"),
+])
+def test_resume_with_another_objective_or_schedule_is_refused_and_writes_nothing(images, tmp_path, change, words):
+    """Before: resuming with another --lr / --negatives / --temperature / ... silently continued the
+    checkpoint under the new settings (one checkpoint, two runs, exit 0)."""
+    run = tmp_path / "run"
+    pretrain_worker(tiny_spec(images, run, max_steps=1))
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(UserError, match=words) as e:
+        pretrain_worker(tiny_spec(images, run, max_steps=2, **change))
+    assert "fresh --output-dir" in e.value.fix
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+@pytest.mark.parametrize("config", ["seed", [1, 2], {"base_lr": "0.03"}, {"jigsaw": 0}])
+def test_a_checkpoint_with_a_malformed_settings_record_is_refused_as_damaged(images, tmp_path, config):
+    """Before: a string record crashed with a TypeError traceback; a list one resumed unchecked."""
+    r = pretrain_worker(tiny_spec(images, tmp_path / "run", max_steps=1))
+    _rewrite(r["checkpoint"], config=config)
+    with pytest.raises(UserError, match="is damaged"):
+        pretrain_worker(tiny_spec(images, tmp_path / "run", max_steps=2))
+
+
+def test_resume_may_change_where_and_how_it_runs_and_when_it_stops(images, tmp_path):
+    run = tmp_path / "run"
+    pretrain_worker(tiny_spec(images, run, max_steps=1))
+    r = pretrain_worker(tiny_spec(images, run, max_steps=2, checkpoint_every=1, keep_checkpoints=3, tensorboard=False,
+                                  progress=False, device="cpu"))
+    assert r["step"] == 2 and r["resumed_from"].endswith("checkpoint_00000001.pth")
 
 
 def test_two_gloo_processes_resume_exactly_and_refuse_one(images, tmp_path):

@@ -12,6 +12,7 @@ import torch
 
 from infomin_det.cli import main as cli_main
 from infomin_det.errors import UserError
+from system_tools import apt_installed
 from test_pretrain import tiny_spec, write_two_colour_classes
 
 TINY = ["--arch", "R-18", "--batch-size", "8", "--queue-size", "256", "--image-size", "32", "--workers", "0",
@@ -72,6 +73,8 @@ BAD_TRAINING = [
 def test_out_of_range_training_numbers_are_refused_up_front(data, tmp_path, capsys, monkeypatch, flags, match):
     if flags == ["--device", "cuda"] and torch.cuda.is_available():
         pytest.skip("a GPU is visible")
+    if flags == ["--cluster", "slurm", "--device", "cpu"]:   # the refusal comes from sbatch itself: it must
+        apt_installed("sbatch", ["slurm-client"], "sbatch")   # exist (the SLURM tests install it later)
     # a cluster whose controller is down, whatever the session started (the loopback cluster sets
     # SLURM_CONF); sbatch answers in ~2 s (without a slurm.conf it searches for one for ~60 s)
     conf = tmp_path / "down" / "slurm.conf"
