@@ -191,25 +191,31 @@ def plot(out: str, names: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), constrained_layout=True)
     colours = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
     for i, n in enumerate(names):
         recs, c = _load(n), colours[i % len(colours)]
         cfg = recs[0].get("config", {})
-        label = (f"{n}: peak lr {cfg.get('lr')}, {cfg.get('aug')}, m {cfg.get('momentum')}, "
+        label = (f"{n}: peak lr {cfg.get('lr')}, {cfg.get('aug')}, {cfg.get('negatives', 'queue')} negatives, "
                  f"{cfg.get('steps')}-step cosine (ran {recs[-1]['step']})")
         pre = [r for r in recs if "loss" in r]
         axes[0].plot([r["step"] for r in pre], [r["loss"] for r in pre], color=c, label=label)
-        axes[1].plot([r["step"] for r in pre], [r["acc"] for r in pre], color=c, label=label)
+        acc = "acc_batch" if "acc_batch" in pre[0] else "acc"   # records older than acc_batch: the queue's
+        axes[1].plot([r["step"] for r in pre], [r[acc] for r in pre], color=c, label=label)
+        chance = math.log(32) if cfg.get("negatives") == "batch" else math.log(cfg.get("queue", 2048) + 1)
+        axes[0].axhline(chance, color=c, ls="--", lw=0.8)
         pr = [r for r in recs if "probe" in r]
         axes[2].plot([r["step"] for r in pr], [100 * r["probe"] for r in pr], "o-", color=c, label=label)
         axes[2].axhline(100 * pr[0]["probe"], color=c, lw=0.8, ls=":")
-    axes[0].axhline(math.log(2049), color="grey", ls="--", lw=1)
-    axes[0].text(0, math.log(2049), " chance log 2049", va="bottom", fontsize=8, color="grey")
+        rt = [r for r in pr if "retrieval" in r]
+        axes[3].plot([r["step"] for r in rt], [100 * r["retrieval"] for r in rt], "o-", color=c, label=label)
+    axes[1].axhline(1 / 32, color="grey", ls="--", lw=1)
     axes[2].axhline(12.5, color="grey", ls="--", lw=1)
     axes[2].text(0, 12.5, " chance 12.5 %", va="bottom", fontsize=8, color="grey")
-    for ax, title in zip(axes, ("pretext InfoNCE (mean of 20 steps)", "positive-pair accuracy vs the training queue",
-                                "linear probe val top-1 % (dotted: step 0 = random init)")):
+    for ax, title in zip(axes, ("pretext InfoNCE (mean of 20 steps; dashed: chance)",
+                                "own key vs the batch's other keys (acc_batch; chance 1/32)",
+                                "linear probe val top-1 % (dotted: step 0 = random init)",
+                                "held-out key retrieval % (step 0 = random init)")):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("pretraining step (batch 32)")
         ax.grid(alpha=0.3)
