@@ -178,15 +178,20 @@ class MoCo(nn.Module):
         k = F.normalize(self.head_k(self.encoder_k(x_all[mine])), dim=1)
         return concat_all_gather(k)[unperm.view(world, -1)[rank]]
 
-    def _nce(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def _negatives(self, k: torch.Tensor) -> torch.Tensor:
+        """What this step's InfoNCE losses contrast against, made once per step: the keys of the
+        global batch (N, dim), own keys included, or a snapshot of the queue (dim, K)."""
+        return concat_all_gather(k) if self.negatives == "batch" else self.queue.clone()
+
+    def _nce(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.negatives == "batch":   # own key at column rank * B + i of the gathered keys
-            keys = concat_all_gather(k)
             rank = dist.get_rank() if _world() > 1 else 0
-            logits = (q @ keys.T).float() / self.t
+            logits = (q @ negatives.T).float() / self.t
             target = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
             return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean()
         pos = (q * k).sum(1, keepdim=True)
-        neg = q @ self.queue.clone().detach()
+        neg = q @ negatives
         logits = torch.cat([pos, neg], 1).float() / self.t
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         acc = (logits.argmax(1) == 0).float().mean()
@@ -213,7 +218,8 @@ class MoCo(nn.Module):
         with torch.no_grad():
             self.momentum_update()
             k = self._keys(xk).to(q.dtype)
-        loss_main, acc = self._nce(q, k)
+        negatives = self._negatives(k)
+        loss_main, acc = self._nce(q, k, negatives)
         with torch.no_grad():   # every key of the batch made by the same key encoder: no stale-key shortcut
             acc_batch = ((q @ k.T).argmax(1) == torch.arange(len(q), device=q.device)).float().mean()
         out: dict[str, Any] = {"loss_main": loss_main, "acc": acc, "acc_batch": acc_batch}
@@ -221,10 +227,11 @@ class MoCo(nn.Module):
             if jigsaw is None:
                 raise ValueError("model built with jigsaw=True needs the jigsaw patches")
             feats = self.encoder_q(normalize(jigsaw.flatten(0, 1)))
-            loss_jig, _ = self._nce(self.head_jig(feats).to(q.dtype), k)
+            loss_jig, _ = self._nce(self.head_jig(feats).to(q.dtype), k, negatives)
             out["loss_jig"] = loss_jig
             out["loss"] = 0.5 * loss_main + 0.5 * loss_jig
         else:
             out["loss"] = loss_main
-        self.enqueue(k.float())
+        if self.negatives == "queue":   # batch negatives never read the queue: no gather, no write
+            self.enqueue(k.float())
         return out

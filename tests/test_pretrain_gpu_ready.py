@@ -114,6 +114,22 @@ def test_resume_with_another_objective_or_schedule_is_refused_and_writes_nothing
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+def test_every_setting_a_resume_compares_is_named_by_its_own_cli_flag():
+    """The refusal tells the user which flag to change back: each name must be the pretrain CLI's
+    flag for that very field (a renamed flag would otherwise send them to one that does not exist)."""
+    from dataclasses import fields
+
+    from pretrain.checkpoint import SAME_RUN
+    from pretrain.cli import add_arguments
+    from pretrain.train import PretrainSpec
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    dest = {flag: a.dest for a in parser._actions for flag in a.option_strings}
+    assert {field: dest.get(flag) for field, flag in SAME_RUN.items()} == {field: field for field in SAME_RUN}
+    assert set(SAME_RUN) <= {f.name for f in fields(PretrainSpec)}
+
+
 @pytest.mark.parametrize("config", ["seed", [1, 2], {"base_lr": "0.03"}, {"jigsaw": 0}])
 def test_a_checkpoint_with_a_malformed_settings_record_is_refused_as_damaged(images, tmp_path, config):
     """Before: a string record crashed with a TypeError traceback; a list one resumed unchecked."""

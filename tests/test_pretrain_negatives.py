@@ -67,3 +67,12 @@ def test_the_spec_and_the_cli_refuse_unknown_negatives(tmp_path, capsys):
         cli_main(["pretrain", str(tmp_path), "-o", str(tmp_path / "o"), "--negatives", "both"])
     assert e.value.code == 2 and "--negatives" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_batch_negatives_leave_the_queue_as_it_was():
+    """The queue is MoCo's; with batch negatives nothing gathers keys into it or moves its pointer."""
+    torch.manual_seed(0)
+    model = MoCo(arch_of("R-18"), queue_size=4 * B, negatives="batch")
+    before = model.queue.clone()
+    model(_views(0))
+    assert torch.equal(model.queue, before) and int(model.queue_ptr) == 0
